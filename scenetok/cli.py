@@ -1,0 +1,297 @@
+"""The ``scenetok`` command line.
+
+Every sub-command imports what it needs inside its handler, so ``scenetok --help`` and
+``scenetok plugins`` start without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scenetok import __version__
+
+log = logging.getLogger("scenetok")
+
+EPILOG = """\
+examples:
+  scenetok quickstart                         train + evaluate + render on procedural rooms (CPU)
+  scenetok plugins                            list installed components
+  scenetok validate recipes/quickstart.yaml sampler.name=ddpm
+  scenetok train recipes/quickstart.yaml --run runs/qs train.steps=200
+  scenetok eval runs/qs                       PSNR/SSIM/LPIPS vs baselines on held-out scenes
+  scenetok render runs/qs --trajectory spline --frames 32 --out renders/
+
+Recipes are YAML files; any key can be overridden as section.key=value after the recipe path.
+"""
+
+
+def _recipe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted overrides, e.g. decoder.depth=4 sampler.name=ddpm")
+
+
+# ----------------------------------------------------------------------------------------------
+# plugins
+# ----------------------------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from scenetok import registry
+
+    if args.action == "show":
+        return _plugins_show(args)
+    kinds = [args.kind] if args.kind else list(registry.KINDS)
+    rows = []
+    for kind in kinds:
+        rows.extend(registry.list_components(kind))
+    if args.pattern:
+        import fnmatch
+
+        rows = [r for r in rows if fnmatch.fnmatch(r.name, args.pattern)]
+    checks: dict[tuple[str, str, str], str] = {}
+    failed = False
+    if args.check:
+        for info in rows:
+            try:
+                cls = registry.get_component(info.kind, info.name, provider=info.distribution
+                                             if info.distribution != "<override>" else None)
+                _check_config_schema(cls)
+                checks[(info.kind, info.name, info.distribution)] = "ok"
+            except Exception as error:  # noqa: BLE001 - report every failure
+                failed = True
+                checks[(info.kind, info.name, info.distribution)] = f"FAIL: {error}"
+                if args.debug:
+                    log.exception("check of %s %s failed", info.kind, info.name)
+    if args.json:
+        payload: dict[str, Any] = {
+            "python": sys.executable,
+            "scenetok": __version__,
+            "load_plugins": os.environ.get("SCENETOK_LOAD_PLUGINS"),
+            "components": {kind: [] for kind in kinds},
+        }
+        for info in rows:
+            entry = info.as_dict()
+            if args.check:
+                entry["check"] = checks[(info.kind, info.name, info.distribution)]
+            payload["components"][info.kind].append(entry)
+        print(json.dumps(payload, indent=2))
+        return 1 if failed else 0
+    print(f"scenetok {__version__}  python: {sys.executable}")
+    if "SCENETOK_LOAD_PLUGINS" in os.environ:
+        print(f"SCENETOK_LOAD_PLUGINS={os.environ['SCENETOK_LOAD_PLUGINS']!r} (core + listed distributions only)")
+    for kind in kinds:
+        kind_rows = [r for r in rows if r.kind == kind]
+        print(f"\n{kind}s ({registry.GROUPS[kind]}):")
+        if not kind_rows:
+            print("  (none installed)")
+        width = max([len(r.name) for r in kind_rows] + [4])
+        pwidth = max([len(r.provider) for r in kind_rows] + [8])
+        for info in kind_rows:
+            line = f"  {info.name:<{width}}  {info.provider:<{pwidth}}  {info.value}"
+            if args.check:
+                line += "  " + checks[(info.kind, info.name, info.distribution)]
+            print(line)
+    if args.check:
+        print("\nall components import and validate" if not failed else "\nsome components FAILED the check")
+    return 1 if failed else 0
+
+
+def _check_config_schema(cls: type) -> None:
+    """The config must build as a strict omegaconf schema, and so must every preset."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.structured(cls.Config)
+    for preset in getattr(cls, "presets", {}):
+        OmegaConf.structured(cls.default_config(preset))
+
+
+def _plugins_show(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from scenetok import registry
+
+    if not args.kind or not args.name:
+        print("usage: scenetok plugins show KIND NAME", file=sys.stderr)
+        return 2
+    cls = registry.get_component(args.kind, args.name)
+    info = registry.provider_of(args.kind, args.name)
+    print(f"{args.kind} {args.name}: {cls.__module__}.{cls.__qualname__}"
+          + (f"  ({info.provider})" if info else ""))
+    doc = (cls.__doc__ or "").strip()
+    if doc:
+        print("\n" + doc.splitlines()[0])
+    config_doc = _field_docs(cls.Config)
+    print("\nconfig fields:")
+    for f in dataclasses.fields(cls.Config):
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = repr(f.default_factory())  # type: ignore[misc]
+        else:
+            default = "(required)"
+        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        print(f"  {f.name}: {type_name} = {default}")
+        if f.name in config_doc:
+            print(f"      {config_doc[f.name]}")
+    presets = getattr(cls, "presets", {})
+    if presets:
+        print("\npresets:")
+        for name, values in presets.items():
+            print(f"  {name}: {values}")
+    return 0
+
+
+def _field_docs(config_cls: type) -> dict[str, str]:
+    """Field descriptions from a Google-style ``Attributes:`` section of the Config docstring."""
+    docs: dict[str, str] = {}
+    current = None
+    in_attrs = False
+    for line in (config_cls.__doc__ or "").splitlines():
+        stripped = line.strip()
+        if stripped.lower().startswith(("attributes:", "args:", "fields:")):
+            in_attrs = True
+            continue
+        if not in_attrs or not stripped:
+            continue
+        head, sep, rest = stripped.partition(":")
+        if sep and head.isidentifier() and " " not in head:
+            current = head
+            docs[current] = rest.strip()
+        elif current:
+            docs[current] += " " + stripped
+    return docs
+
+
+# ----------------------------------------------------------------------------------------------
+# validate / model summary
+# ----------------------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from scenetok.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    for note in recipe.notes:
+        print(f"note: {note}")
+    for section, spec in recipe.components.items():
+        provider = spec.info.provider if spec.info else "?"
+        print(f"  {section:<24} {spec.name:<12} {provider}")
+    if args.print:
+        import yaml
+
+        print(yaml.safe_dump(recipe.resolved(), sort_keys=False))
+    print(f"{args.recipe}: OK")
+    return 0
+
+
+def cmd_model_summary(args: argparse.Namespace) -> int:
+    from scenetok.model import summary
+    from scenetok.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    info = summary(recipe)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"recipe: {args.recipe}   image size: {info['image_size']}   sampler: {info['sampler']}")
+    for section, row in info["components"].items():
+        print(f"  {section:<24} {row['name']:<12} {row['parameters']:>15,} parameters")
+    print(f"  {'trainable (compressor + renderer)':<37} {info['trainable_parameters']:>15,} parameters")
+    tokens, dim = info["scene_tokens"]
+    print(f"  representation: {tokens} tokens x {dim} = {info['floats_per_scene']:,} floats per scene")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# parser
+# ----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scenetok", description="SceneTok: compress posed images of a scene into a few hundred "
+        "tokens and render any camera path from them.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"scenetok {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("plugins", help="list, check or describe installed components",
+                       description="List the components installed through entry points (reads package "
+                       "metadata only; nothing is imported unless --check or show).")
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list",
+                   help="'list' (default) or 'show KIND NAME' for a component's config fields and presets")
+    p.add_argument("kind", nargs="?", help="restrict to one kind (image_compressor, token_compressor, "
+                   "decoder, sampler, dataset)")
+    p.add_argument("name", nargs="?", help="component name (with 'show')")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--check", action="store_true", help="import every component and verify its class, "
+                   "Config and presets; exit 1 on any failure")
+    p.add_argument("--pattern", help="only names matching this glob, e.g. '*vae*'")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("validate", help="check a recipe without weights or data",
+                       description="Compose the recipe (extends + overrides), build every component "
+                       "config, run cross-component checks, and report every problem with file and key.")
+    _recipe_args(p)
+    p.add_argument("--print", action="store_true", help="print the resolved recipe")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("model", help="model tools ('summary')",
+                       description="Model tools. 'summary' prints parameter counts per component (built "
+                       "on the meta device, no memory) and the representation size.")
+    model_sub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    q = model_sub.add_parser("summary", help="parameter counts and floats per scene")
+    _recipe_args(q)
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=cmd_model_summary)
+
+    from scenetok import commands
+
+    commands.add_commands(sub)
+
+    from scenetok.hookspecs import get_plugin_manager
+
+    try:
+        get_plugin_manager().hook.scenetok_add_commands(subparsers=sub)
+    except Exception as error:  # noqa: BLE001 - a broken hook must not break the CLI
+        log.warning("a plugin's scenetok_add_commands hook failed: %s", error)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("SCENETOK_DEBUG", "") not in ("", "0")
+    args.debug = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from scenetok.recipe import RecipeError
+    from scenetok.registry import RegistryError
+
+    try:
+        return int(args.func(args) or 0)
+    except (RecipeError, RegistryError) as error:
+        if debug:
+            raise
+        print(f"scenetok: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scenetok: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""SceneTok: compose image compressor(s), token compressor, decoder and sampler into one model.
+
+::
+
+    context RGB (B, V_c, 3, H, W) + cameras
+      -> image_compressor.encode          (B, V_c, C, h, w)   standardised latents
+      -> token_compressor                 Gaussian over (B, N, D) scene tokens
+    scene tokens + target cameras (B, V_t)
+      -> rollout of decoder + sampler     (B, F, C_t, h_t, w_t) target latents
+      -> target_image_compressor.decode   (B, V_t, 3, H, W)
+
+All poses are made relative to one reference context camera before anything sees them (the
+paper: a random context view in training, the middle one at evaluation), so the model never
+depends on the dataset's world frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from scenetok.interfaces import DiagonalGaussian, LatentSpec
+from scenetok.types import Cameras, SceneBatch, Views
+
+if TYPE_CHECKING:
+    from scenetok.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelConfig:
+    """Options of the SceneTok composition (recipe section ``model``).
+
+    Attributes:
+        reference_view: context view that poses are made relative to during training:
+            ``"random"`` (the paper), ``"first"`` or ``"middle"``. Evaluation always uses the middle.
+        context_latents: ``"sample"`` (the paper's training: VA-VAE posterior sample) or ``"mean"``.
+        cfg_dropout: probability that a training sample is rendered from the learned null tokens
+            instead of its scene tokens, so classifier-free guidance works at render time.
+        token_mask_ratio: if > 0, each training sample replaces a random fraction in
+            ``[0, token_mask_ratio]`` of its scene tokens by the null token ("how many tokens does a
+            view need" studies).
+        kl_scale: multiplies the KL term (the schedule itself lives in ``train``).
+    """
+
+    reference_view: str = "random"
+    context_latents: str = "sample"
+    cfg_dropout: float = 0.0
+    token_mask_ratio: float = 0.0
+    kl_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.reference_view not in ("random", "first", "middle"):
+            raise ValueError(f"model.reference_view must be random, first or middle, got {self.reference_view!r}")
+        if self.context_latents not in ("sample", "mean"):
+            raise ValueError(f"model.context_latents must be sample or mean, got {self.context_latents!r}")
+        for name in ("cfg_dropout", "token_mask_ratio"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"model.{name} must be in [0, 1], got {value}")
+
+
+def make_relative(cameras: Cameras, reference: Tensor) -> Cameras:
+    """Express ``cameras`` (B, V) in the frame of one reference camera per batch element.
+
+    Args:
+        reference: ``(B, 4, 4)`` c2w of the reference camera. ``E_rel = E_ref^-1 @ E``.
+    """
+    inverse = torch.linalg.inv(reference)[:, None]
+    return Cameras(inverse @ cameras.extrinsics, cameras.intrinsics)
+
+
+def image_size_of(dataset_config: Any) -> tuple[int, int]:
+    """``(H, W)`` from a dataset config's ``image_size`` (int or ``[H, W]``)."""
+    size = getattr(dataset_config, "image_size", None)
+    if size is None:
+        raise ValueError("dataset config has no `image_size`")
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+def _latent_size(spec: LatentSpec, image_size: tuple[int, int], section: str) -> tuple[int, int]:
+    height, width = image_size
+    if height % spec.spatial_factor or width % spec.spatial_factor:
+        raise ValueError(
+            f"dataset.image_size {list(image_size)} is not divisible by {section}'s spatial factor "
+            f"{spec.spatial_factor}"
+        )
+    return height // spec.spatial_factor, width // spec.spatial_factor
+
+
+class SceneTok(nn.Module):
+    """The scene autoencoder: ``encode`` views into scene tokens, ``render`` any cameras from them."""
+
+    def __init__(self, recipe: Recipe, device: torch.device | str | None = None):
+        super().__init__()
+        self.config: ModelConfig = recipe.sections["model"]
+        self.recipe = recipe
+        self.image_size = image_size_of(recipe["dataset"].config)
+        builders = build_components(recipe, self.image_size, device=device)
+        self.image_compressor: nn.Module = builders["image_compressor"]
+        # The paper uses a different (video) autoencoder for the targets; default: the same one.
+        self.target_image_compressor: nn.Module = builders.get("target_image_compressor", self.image_compressor)
+        self.token_compressor: nn.Module = builders["token_compressor"]
+        self.decoder: nn.Module = builders["decoder"]
+        self.sampler = builders["sampler"]
+        self.context_spec: LatentSpec = self.image_compressor.spec
+        self.target_spec: LatentSpec = self.target_image_compressor.spec
+        self.compressor_frozen = False
+
+    # ------------------------------------------------------------------------------------------
+    # Encoding
+    # ------------------------------------------------------------------------------------------
+
+    def reference_index(self, num_views: int, training: bool, generator: torch.Generator | None = None) -> int:
+        mode = self.config.reference_view if training else "middle"
+        if mode == "first":
+            return 0
+        if mode == "middle":
+            return num_views // 2
+        return int(torch.randint(num_views, (1,), generator=generator).item())
+
+    def relative_batch(self, batch: SceneBatch, reference: int) -> SceneBatch:
+        """Poses of context and target relative to context view ``reference``."""
+        ref = batch.context.cameras.extrinsics[:, reference]
+        return SceneBatch(
+            context=batch.context.replace(cameras=make_relative(batch.context.cameras, ref)),
+            target=batch.target.replace(cameras=make_relative(batch.target.cameras, ref)),
+            scenes=batch.scenes,
+        )
+
+    def context_latents(self, views: Views, sample: bool | None = None) -> Tensor:
+        """Standardised context latents ``(B, V, C, h, w)`` (cached ones if the views carry them)."""
+        if views.latents is not None:
+            return views.latents
+        if views.images is None:
+            raise ValueError("context views carry neither images nor cached latents")
+        sample = (self.config.context_latents == "sample" and self.training) if sample is None else sample
+        with torch.no_grad():
+            return self.image_compressor.encode(views.images, sample=sample)
+
+    def target_latents(self, views: Views) -> Tensor:
+        if views.latents is not None:
+            return views.latents
+        if views.images is None:
+            raise ValueError("target views carry neither images nor cached latents")
+        with torch.no_grad():
+            return self.target_image_compressor.encode(views.images, sample=False)
+
+    def encode(self, context: Views, sample: bool | None = None) -> DiagonalGaussian:
+        """Context views (poses already relative) -> Gaussian over scene tokens ``(B, N, D)``."""
+        latents = self.context_latents(context, sample=sample)
+        if self.compressor_frozen:
+            with torch.no_grad():
+                return self.token_compressor(latents, context.cameras)
+        return self.token_compressor(latents, context.cameras)
+
+    # ------------------------------------------------------------------------------------------
+    # Training
+    # ------------------------------------------------------------------------------------------
+
+    def loss(self, batch: SceneBatch, kl_weight: float = 0.0, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """The SceneTok training objective for one batch.
+
+        ``loss = mean_b [ mean_{f,c,h,w} (pred - target)^2 + kl_weight * KL_b ]``; the KL term is
+        dropped once the token compressor is frozen.
+
+        Returns a dict with ``loss`` (scalar, differentiable), ``mse`` and ``kl`` (detached).
+        """
+        reference = self.reference_index(batch.context.num_views, training=True, generator=generator)
+        batch = self.relative_batch(batch, reference)
+        distribution = self.encode(batch.context)
+        tokens = distribution.sample(generator=generator)
+
+        clean = self.target_latents(batch.target)
+        bsz, frames = clean.shape[:2]
+        t = self.sampler.sample_timesteps(bsz, frames, generator=generator, device=clean.device)
+        noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+        noisy = self.sampler.add_noise(clean, noise, t)
+        target = self.sampler.training_target(clean, noise, t)
+
+        token_mask = self._training_token_mask(tokens, generator)
+        prediction = self.decoder(noisy, self.sampler.network_timesteps(t), batch.target.cameras, tokens, token_mask)
+        mse = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
+        kl = distribution.kl().float()
+        total = mse
+        if not self.compressor_frozen and kl_weight > 0:
+            total = total + kl_weight * self.config.kl_scale * kl
+        return {"loss": total.mean(), "mse": mse.mean().detach(), "kl": kl.mean().detach()}
+
+    def _training_token_mask(self, tokens: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        """``(B, N)`` bool, True = use the null token. Whole samples with ``cfg_dropout``; random
+        subsets with ``token_mask_ratio``."""
+        cfg, ratio = self.config.cfg_dropout, self.config.token_mask_ratio
+        if not self.training or (cfg == 0 and ratio == 0):
+            return None
+        bsz, count = tokens.shape[:2]
+        mask = torch.zeros(bsz, count, dtype=torch.bool, device=tokens.device)
+        if ratio > 0:
+            fraction = torch.rand(bsz, 1, generator=generator) * ratio
+            scores = torch.rand(bsz, count, generator=generator)
+            mask |= (scores < fraction).to(tokens.device)
+        if cfg > 0:
+            drop = (torch.rand(bsz, generator=generator) < cfg).to(tokens.device)
+            mask |= drop[:, None]
+        return mask
+
+    # ------------------------------------------------------------------------------------------
+    # Rendering
+    # ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def render(
+        self,
+        scene_tokens: Tensor,
+        target_cameras: Cameras,
+        steps: int | None = None,
+        strategy: str = "full_sequence",
+        window: int | None = None,
+        context_frames: int | None = None,
+        cfg_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        decode: bool = True,
+    ) -> Tensor:
+        """Render ``target_cameras`` (B, V) from ``scene_tokens`` (B, N, D).
+
+        Poses must be relative to the same reference camera as the tokens' context views. Long
+        trajectories are generated with a rollout ``strategy`` over windows of at most ``window``
+        latent frames (default: the decoder's maximum), carrying ``context_frames`` clean frames
+        into the next window.
+
+        Returns images ``(B, V, 3, H, W)`` in ``[0, 1]`` (or target latents if ``decode=False``).
+        """
+        from scenetok import rollout
+
+        spec = self.target_spec
+        num_frames = int(target_cameras.shape[1])
+        groups = spec.frame_groups(num_frames)
+        latent_frames = len(groups)
+        height, width = _latent_size(spec, self.image_size, "target_image_compressor")
+        max_window = type(self.decoder).max_latent_frames(self.decoder.config)
+        window = min(window or max_window, max_window)
+        if context_frames is None:
+            context_frames = window // 2
+        steps = steps or getattr(self.sampler.config, "steps", 25)
+        schedule = rollout.build_schedule(
+            strategy, frames=latent_frames, steps=steps, window=window,
+            context_frames=min(context_frames, window - 1), levels=self.sampler.inference_levels(steps),
+        )
+
+        def denoise(x: Tensor, t: Tensor, frame_index: Tensor) -> Tensor:
+            frame_ids = [f for i in frame_index.tolist() for f in groups[i]]
+            cams = target_cameras[:, frame_ids]
+            net_t = self.sampler.network_timesteps(t)
+            cond = self.decoder(x, net_t, cams, scene_tokens)
+            if cfg_scale == 1.0:
+                return cond
+            uncond = self.decoder(x, net_t, cams, None)
+            return rollout.guided(cond, uncond, cfg_scale)
+
+        shape = (scene_tokens.shape[0], latent_frames, spec.channels, height, width)
+        latents = rollout.rollout(denoise, self.sampler, shape, schedule, generator=generator,
+                                  progress=progress, device=scene_tokens.device, dtype=scene_tokens.dtype)
+        if not decode:
+            return latents
+        return self.target_image_compressor.decode(latents).clamp(0, 1)
+
+    @torch.no_grad()
+    def reconstruct(self, batch: SceneBatch, deterministic: bool = True, generator: torch.Generator | None = None,
+                    **render_kwargs: Any) -> Tensor:
+        """Encode ``batch.context`` and render ``batch.target`` cameras (evaluation convention:
+        poses relative to the middle context view). ``deterministic`` uses posterior means."""
+        batch = self.relative_batch(batch, self.reference_index(batch.context.num_views, training=False))
+        distribution = self.encode(batch.context, sample=not deterministic)
+        tokens = distribution.mode() if deterministic else distribution.sample(generator=generator)
+        return self.render(tokens, batch.target.cameras, generator=generator, **render_kwargs)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def freeze_compressor(self) -> None:
+        """Freeze the token compressor (the paper: after 150k steps); only the decoder trains on."""
+        self.compressor_frozen = True
+        self.token_compressor.requires_grad_(False)
+        self.token_compressor.eval()
+
+    def train(self, mode: bool = True) -> SceneTok:
+        super().train(mode)
+        if self.compressor_frozen:
+            self.token_compressor.eval()
+        return self
+
+
+def build_components(recipe: Recipe, image_size: tuple[int, int], device: torch.device | str | None = None) -> dict[str, Any]:
+    """Instantiate every model component of ``recipe`` with its build arguments."""
+    out: dict[str, Any] = {}
+    with torch.device(device) if device is not None else _nullcontext():
+        image = recipe["image_compressor"]
+        out["image_compressor"] = image.cls(image.config)
+        context_spec = image.cls.latent_spec(image.config)
+        target = recipe.component("target_image_compressor")
+        if target is not None:
+            out["target_image_compressor"] = target.cls(target.config)
+            target_spec = target.cls.latent_spec(target.config)
+        else:
+            target_spec = context_spec
+        tokens = recipe["token_compressor"]
+        out["token_compressor"] = tokens.cls(
+            tokens.config, in_channels=context_spec.channels,
+            latent_size=_latent_size(context_spec, image_size, "image_compressor"),
+        )
+        _, token_dim = tokens.cls.token_shape(tokens.config)
+        decoder = recipe["decoder"]
+        out["decoder"] = decoder.cls(
+            decoder.config, in_channels=target_spec.channels,
+            latent_size=_latent_size(target_spec, image_size, "target_image_compressor"),
+            token_dim=token_dim, latent_spec=target_spec,
+        )
+    sampler = recipe["sampler"]
+    out["sampler"] = sampler.cls(sampler.config)
+    return out
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def check_recipe(recipe: Recipe) -> list[str]:
+    """Cross-component checks on a validated recipe (no weights, no data; builds on ``meta``).
+
+    Returns error messages naming the recipe keys involved.
+    """
+    errors: list[str] = []
+    try:
+        image_size = image_size_of(recipe["dataset"].config)
+    except (ValueError, TypeError) as error:
+        return [f"dataset.image_size: {error}"]
+    image = recipe["image_compressor"]
+    target = recipe.component("target_image_compressor") or image
+    for section, spec in (("image_compressor", image), ("target_image_compressor", target)):
+        latent = spec.cls.latent_spec(spec.config)
+        try:
+            _latent_size(latent, image_size, section)
+        except ValueError as error:
+            errors.append(f"{section}: {error}")
+    if image.cls.latent_spec(image.config).temporal_factor != 1:
+        errors.append(f"image_compressor: {image.name!r} is a video autoencoder; the context views are "
+                      "independent images and need an image autoencoder (temporal factor 1)")
+    target_spec = target.cls.latent_spec(target.config)
+    target_views = getattr(recipe["dataset"].config, "target_views", None)
+    if isinstance(target_views, int):
+        try:
+            target_spec.latent_frames(target_views)
+        except ValueError as error:
+            errors.append(f"dataset.target_views: {target_views} frames do not fit the target autoencoder "
+                          f"{target.name!r}: {error}")
+    if errors:
+        return errors
+    # Building on the meta device runs every constructor's own validation for free.
+    try:
+        build_components(recipe, image_size, device="meta")
+    except (ValueError, TypeError, KeyError) as error:
+        errors.append(f"model: the components do not fit together: {error}")
+    return errors
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def summary(recipe: Recipe) -> dict[str, Any]:
+    """Parameter counts per component (built on the meta device) and the representation size."""
+    image_size = image_size_of(recipe["dataset"].config)
+    components = build_components(recipe, image_size, device="meta")
+    rows: dict[str, Any] = {}
+    for section in ("image_compressor", "target_image_compressor", "token_compressor", "decoder"):
+        if section in components:
+            rows[section] = {"name": recipe[section].name, "parameters": count_parameters(components[section])}
+    num_tokens, token_dim = recipe["token_compressor"].cls.token_shape(recipe["token_compressor"].config)
+    trainable = rows["token_compressor"]["parameters"] + rows["decoder"]["parameters"]
+    return {
+        "components": rows,
+        "trainable_parameters": trainable,
+        "scene_tokens": [num_tokens, token_dim],
+        "floats_per_scene": num_tokens * token_dim,
+        "image_size": list(image_size),
+        "sampler": recipe["sampler"].cls.process(recipe["sampler"].config),
+    }
+
+
+def psnr_of(mse: float) -> float:
+    return -10.0 * math.log10(max(mse, 1e-12))

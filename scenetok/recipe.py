@@ -1,0 +1,495 @@
+"""Recipes: YAML files that choose components by name and configure them.
+
+A recipe is data, never code: components are picked by registered *name* (no ``_target_``, no
+import paths). Loading runs in two phases:
+
+1. **Compose**: read YAML, follow ``extends`` (chains, paths relative to the file, cycles
+   detected), expand shorthands (``sampler: flow`` = ``{name: flow}``), apply dotted command-line
+   overrides (``decoder.depth=4``). When a component's ``name`` changes (in a child recipe or an
+   override) its node is *replaced*, and the keys that were dropped are reported.
+2. **Validate**: check top-level keys, resolve every component through the registry, build its
+   typed ``Config`` (defaults < ``preset`` < recipe fields) with omegaconf's strict structured
+   configs, build the core sections (``model``, ``train``, ``eval``, ``render``), then run
+   cross-component checks. *All* errors are collected before failing; each names the file and the
+   dotted key.
+
+The resolved recipe (every default filled in, plus which package and version provided each
+component) is what gets written into run directories and checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scenetok import registry
+
+log = logging.getLogger(__name__)
+
+RECIPE_VERSION = 1
+
+#: Recipe section -> component kind. Two sections may share a kind (context/target compressors).
+COMPONENT_SECTIONS: dict[str, str] = {
+    "image_compressor": "image_compressor",
+    "target_image_compressor": "image_compressor",
+    "token_compressor": "token_compressor",
+    "decoder": "decoder",
+    "sampler": "sampler",
+    "dataset": "dataset",
+}
+#: Sections that a recipe may leave out.
+OPTIONAL_SECTIONS = {"target_image_compressor"}
+
+#: Core (non-component) sections -> their Config dataclass, imported lazily.
+CORE_SECTIONS: dict[str, str] = {
+    "model": "scenetok.model:ModelConfig",
+    "train": "scenetok.train.config:TrainConfig",
+    "eval": "scenetok.eval.config:EvalConfig",
+    "render": "scenetok.render:RenderConfig",
+}
+#: Plain top-level keys.
+SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
+    "recipe_version": int,
+    "seed": int,
+    "description": str,
+}
+#: Keys a component node reserves for the framework; everything else belongs to its Config.
+RESERVED_KEYS = ("name", "preset", "provider")
+#: Written by `Recipe.resolved()`; informational when a resolved recipe is loaded again.
+PROVENANCE_KEY = "provenance"
+
+COMMAND_LINE = "<command line>"
+
+
+class RecipeError(ValueError):
+    """A recipe failed to load or validate. ``errors`` holds one message per problem."""
+
+    def __init__(self, errors: list[str], source: str | None = None):
+        self.errors = list(errors)
+        self.source = source
+        head = f"{source}: " if source else ""
+        if len(errors) == 1:
+            super().__init__(head + errors[0])
+        else:
+            body = "\n".join(f"  - {e}" for e in errors)
+            super().__init__(f"{head}{len(errors)} problems in the recipe:\n{body}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Phase 1: compose
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ComposedRecipe:
+    """The merged, not yet validated recipe with per-key provenance."""
+
+    source: str
+    data: dict[str, Any]
+    origins: dict[str, str] = field(default_factory=dict)  # dotted key -> file (or command line)
+    notes: list[str] = field(default_factory=list)  # e.g. "dropped decoder.depth (decoder dit -> unet)"
+
+    def origin(self, dotted: str) -> str:
+        """The file that set ``dotted`` (or its closest parent)."""
+        parts = dotted.split(".")
+        for n in range(len(parts), 0, -1):
+            key = ".".join(parts[:n])
+            if key in self.origins:
+                return self.origins[key]
+        return self.source
+
+
+def _expand_shorthand(section: str, value: Any) -> Any:
+    if section in COMPONENT_SECTIONS and isinstance(value, str):
+        return {"name": value}
+    return value
+
+
+def _record_origins(value: Any, prefix: str, origin: str, origins: dict[str, str]) -> None:
+    origins[prefix] = origin
+    if isinstance(value, Mapping):
+        for key, sub in value.items():
+            _record_origins(sub, f"{prefix}.{key}", origin, origins)
+
+
+def _forget_origins(prefix: str, origins: dict[str, str]) -> None:
+    for key in [k for k in origins if k == prefix or k.startswith(prefix + ".")]:
+        del origins[key]
+
+
+def _merge_node(base: Any, update: Any, prefix: str, origin: str, composed: ComposedRecipe) -> Any:
+    """Deep-merge ``update`` into ``base`` (dicts merge, everything else replaces)."""
+    if isinstance(base, dict) and isinstance(update, Mapping):
+        out = dict(base)
+        for key, value in update.items():
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if key in out:
+                out[key] = _merge_node(out[key], value, dotted, origin, composed)
+            else:
+                out[key] = copy.deepcopy(value)
+                _record_origins(value, dotted, origin, composed.origins)
+        return out
+    _forget_origins(prefix, composed.origins)
+    _record_origins(update, prefix, origin, composed.origins)
+    return copy.deepcopy(update)
+
+
+def _merge_section(composed: ComposedRecipe, section: str, value: Any, origin: str) -> None:
+    value = _expand_shorthand(section, value)
+    data = composed.data
+    old = data.get(section)
+    if (
+        section in COMPONENT_SECTIONS
+        and isinstance(old, dict)
+        and isinstance(value, Mapping)
+        and "name" in value
+        and "name" in old
+        and value["name"] != old["name"]
+    ):
+        # A different component: its config schema is different, so the old node is replaced.
+        dropped = sorted(k for k in old if k not in value and k != "name")
+        if dropped:
+            composed.notes.append(
+                f"{section}: {old['name']!r} -> {value['name']!r} replaced the node; dropped "
+                + ", ".join(f"{section}.{k}" for k in dropped)
+            )
+        _forget_origins(section, composed.origins)
+        data[section] = copy.deepcopy(dict(value))
+        _record_origins(value, section, origin, composed.origins)
+        return
+    data[section] = _merge_node(old, value, section, origin, composed) if old is not None else copy.deepcopy(value)
+    if old is None:
+        _record_origins(value, section, origin, composed.origins)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RecipeError([f"recipe file not found: {path}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise RecipeError([f"{path}: not valid YAML: {error}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError([f"{path}: a recipe must be a mapping at the top level, got {type(data).__name__}"])
+    return data
+
+
+def _compose_file(path: Path, composed: ComposedRecipe, stack: tuple[Path, ...]) -> None:
+    path = path.resolve()
+    if path in stack:
+        chain = " -> ".join(str(p) for p in (*stack, path))
+        raise RecipeError([f"`extends` cycle: {chain}"])
+    data = _read_yaml(path)
+    extends = data.pop("extends", None)
+    if extends is not None:
+        bases = [extends] if isinstance(extends, str) else extends
+        if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+            raise RecipeError([f"{path}: extends: must be a path or a list of paths, got {extends!r}"])
+        for base in bases:
+            base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
+            if not base_path.exists():
+                raise RecipeError([f"{path}: extends: {base!r} not found (looked for {base_path})"])
+            _compose_file(base_path, composed, (*stack, path))
+    for section, value in data.items():
+        _merge_section(composed, str(section), value, str(path))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"decoder.depth=4"`` -> ``("decoder.depth", 4)``; values are parsed as YAML scalars/flow."""
+    if "=" not in text:
+        raise RecipeError([f"override {text!r} must look like key.subkey=value"])
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise RecipeError([f"override {text!r} has an empty key"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise RecipeError([f"override {text!r}: value is not valid YAML: {error}"]) from None
+    return key, value
+
+
+def apply_override(composed: ComposedRecipe, text: str) -> None:
+    key, value = parse_override(text)
+    parts = key.split(".")
+    section = parts[0]
+    if len(parts) == 1:
+        _merge_section(composed, section, value, COMMAND_LINE)
+        return
+    if section in COMPONENT_SECTIONS and parts[1:] == ["name"]:
+        # `sampler.name=ddpm` swaps the component, with the replacement rule.
+        _merge_section(composed, section, {"name": value}, COMMAND_LINE)
+        return
+    nested: Any = value
+    for part in reversed(parts[1:]):
+        nested = {part: nested}
+    _merge_section(composed, section, nested, COMMAND_LINE)
+
+
+def compose(path: str | Path, overrides: Iterable[str] = ()) -> ComposedRecipe:
+    """Phase 1: read ``path`` with its ``extends`` chain and apply ``overrides``."""
+    path = Path(path)
+    composed = ComposedRecipe(source=str(path), data={})
+    _compose_file(path, composed, ())
+    for text in overrides:
+        apply_override(composed, text)
+    return composed
+
+
+def compose_dict(data: Mapping[str, Any], source: str = "<dict>", overrides: Iterable[str] = ()) -> ComposedRecipe:
+    """Phase 1 for an in-memory recipe (e.g. the one stored in a checkpoint)."""
+    composed = ComposedRecipe(source=source, data={})
+    for section, value in data.items():
+        if section == "extends":
+            raise RecipeError([f"{source}: `extends` is only allowed in recipe files"])
+        _merge_section(composed, str(section), value, source)
+    for text in overrides:
+        apply_override(composed, text)
+    return composed
+
+
+# ----------------------------------------------------------------------------------------------
+# Phase 2: validate and build typed configs
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ComponentSpec:
+    """A validated component node."""
+
+    section: str
+    kind: str
+    name: str
+    cls: type
+    config: Any
+    preset: str | None
+    info: registry.ComponentInfo | None
+
+    def provenance(self) -> dict[str, str]:
+        if self.info is None:
+            return {"name": self.name}
+        return {"name": self.name, "distribution": self.info.distribution, "version": self.info.version,
+                "entry_point": self.info.value}
+
+
+@dataclass
+class Recipe:
+    """A validated recipe: typed configs for every component and core section."""
+
+    source: str
+    data: dict[str, Any]
+    components: dict[str, ComponentSpec]
+    sections: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    seed: int = 0
+
+    def __getitem__(self, section: str) -> Any:
+        if section in self.components:
+            return self.components[section]
+        return self.sections[section]
+
+    def component(self, section: str) -> ComponentSpec | None:
+        return self.components.get(section)
+
+    def resolved(self) -> dict[str, Any]:
+        """The full recipe with every default filled in, plus provenance; loads back as is."""
+        out: dict[str, Any] = {"recipe_version": RECIPE_VERSION, "seed": self.seed}
+        if "description" in self.data:
+            out["description"] = self.data["description"]
+        for section, spec in self.components.items():
+            node = {"name": spec.name}
+            if spec.info is not None and spec.info.distribution not in ("<override>",) and \
+                    "provider" in self.data.get(section, {}):
+                node["provider"] = spec.info.distribution
+            node.update(_config_to_plain(spec.config))
+            out[section] = node
+        for section, config in self.sections.items():
+            out[section] = _config_to_plain(config)
+        out[PROVENANCE_KEY] = {section: spec.provenance() for section, spec in self.components.items()}
+        return out
+
+    def dump(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.resolved(), sort_keys=False))
+        tmp.replace(path)
+        return path
+
+
+def _config_to_plain(config: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)  # type: ignore[return-value]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def build_config(config_cls: type, values: Mapping[str, Any], where: str, errors: list[str],
+                 defaults: Any | None = None) -> Any | None:
+    """Strictly merge ``values`` into ``config_cls`` defaults, collecting one error per bad key.
+
+    ``where(key)`` names the file and dotted key of an error.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.structured(defaults if defaults is not None else config_cls)
+    except (OmegaConfBaseException, ValueError, TypeError) as error:
+        errors.append(f"{where}: cannot build the config schema {config_cls.__qualname__}: {_first_line(error)}")
+        return None
+    ok = True
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    for key, value in values.items():
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            errors.append(f"{where}.{key}: unknown key.{hint} Valid keys: {', '.join(sorted(known))}")
+            ok = False
+            continue
+        try:
+            merged = OmegaConf.merge(merged, {key: value})
+        except OmegaConfBaseException as error:
+            errors.append(f"{where}.{key}: {_first_line(error)} (got {value!r})")
+            ok = False
+    if not ok:
+        return None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        errors.extend(f"{where}.{key}: required value is missing" for key in missing)
+        return None
+    try:
+        return OmegaConf.to_object(merged)
+    except (ValueError, TypeError) as error:
+        errors.append(f"{where}: {_first_line(error)}")
+    except OmegaConfBaseException as error:
+        errors.append(f"{where}: {_first_line(error)}")
+    return None
+
+
+def _import_attr(spec: str) -> Any:
+    module, attr = spec.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def validate(composed: ComposedRecipe, check_hooks: bool = True) -> Recipe:
+    """Phase 2: build every typed config and run the cross-component checks.
+
+    Raises :class:`RecipeError` listing *every* problem found.
+    """
+    errors: list[str] = []
+    data = composed.data
+
+    def where(dotted: str) -> str:
+        return f"{composed.origin(dotted)}: {dotted}"
+
+    known_top = set(COMPONENT_SECTIONS) | set(CORE_SECTIONS) | set(SCALAR_KEYS) | {PROVENANCE_KEY}
+    for key, value in data.items():
+        if key not in known_top:
+            import difflib
+
+            close = difflib.get_close_matches(key, sorted(known_top), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            errors.append(f"{where(key)}: unknown top-level key.{hint}")
+        elif key in SCALAR_KEYS and not isinstance(value, SCALAR_KEYS[key]):
+            errors.append(f"{where(key)}: must be {SCALAR_KEYS[key].__name__}, got {value!r}")  # type: ignore[union-attr]
+    version = data.get("recipe_version", RECIPE_VERSION)
+    if isinstance(version, int) and version != RECIPE_VERSION:
+        errors.append(f"{where('recipe_version')}: this scenetok reads recipe_version {RECIPE_VERSION}, got {version}")
+
+    components: dict[str, ComponentSpec] = {}
+    for section, kind in COMPONENT_SECTIONS.items():
+        node = data.get(section)
+        if node is None:
+            if section not in OPTIONAL_SECTIONS:
+                errors.append(f"{composed.source}: {section}: missing (choose a {kind} by name, e.g. `{section}: {{name: ...}}`)")
+            continue
+        if not isinstance(node, Mapping):
+            errors.append(f"{where(section)}: must be a mapping with a `name`, got {node!r}")
+            continue
+        name = node.get("name")
+        if not isinstance(name, str):
+            errors.append(f"{where(section)}.name: required (the registered {kind} name)")
+            continue
+        for bad in ("_target_", "target", "class", "module"):
+            if bad in node:
+                errors.append(f"{where(section + '.' + bad)}: recipes choose components by name only; "
+                              "import paths are never read from a recipe")
+        provider = node.get("provider")
+        try:
+            cls = registry.get_component(kind, name, provider=provider)
+        except registry.RegistryError as error:
+            errors.append(f"{where(section + '.name')}: {error}")
+            continue
+        preset = node.get("preset")
+        if preset is not None and preset not in getattr(cls, "presets", {}):
+            errors.append(
+                f"{where(section + '.preset')}: {kind} {name!r} has no preset {preset!r}; "
+                f"available: {', '.join(sorted(cls.presets)) or 'none'}"
+            )
+            continue
+        values = {k: v for k, v in node.items() if k not in RESERVED_KEYS}
+        try:
+            defaults = cls.default_config(preset) if preset else None
+        except (ValueError, TypeError, KeyError) as error:
+            errors.append(f"{where(section + '.preset')}: {_first_line(error)}")
+            continue
+        config = build_config(cls.Config, values, where(section), errors, defaults=defaults)
+        if config is not None:
+            components[section] = ComponentSpec(section, kind, name, cls, config, preset,
+                                                registry.provider_of(kind, name))
+
+    sections: dict[str, Any] = {}
+    for section, target in CORE_SECTIONS.items():
+        node = data.get(section) or {}
+        if not isinstance(node, Mapping):
+            errors.append(f"{where(section)}: must be a mapping, got {node!r}")
+            continue
+        config_cls = _import_attr(target)
+        config = build_config(config_cls, node, where(section), errors)
+        if config is not None:
+            sections[section] = config
+
+    recipe = Recipe(source=composed.source, data=data, components=components, sections=sections,
+                    notes=list(composed.notes), seed=int(data.get("seed", 0) or 0))
+    if not errors:
+        from scenetok.model import check_recipe  # cross-component capability checks
+
+        errors.extend(check_recipe(recipe))
+        if check_hooks:
+            from scenetok.hookspecs import get_plugin_manager
+
+            get_plugin_manager().hook.scenetok_validate_recipe(recipe=recipe, errors=errors)
+    if errors:
+        raise RecipeError(errors, source=None)
+    for note in composed.notes:
+        log.info(note)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
+    """Compose and validate a recipe file (the one call most code needs)."""
+    return validate(compose(path, overrides))
+
+
+def load_recipe_dict(data: Mapping[str, Any], source: str = "<dict>", overrides: Iterable[str] = ()) -> Recipe:
+    """Validate an in-memory recipe, e.g. the resolved recipe stored in a checkpoint."""
+    return validate(compose_dict(data, source=source, overrides=overrides))
