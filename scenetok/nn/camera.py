@@ -1,0 +1,116 @@
+"""LVSM-style camera tokens: ray maps cut into patches and linearly embedded, one token per
+view-token (compressor) or per video-token (renderer).
+
+For video autoencoders one latent frame covers several raw frames; their ray maps are stacked
+per latent frame before patching (``temporal grouping``), so each camera token describes every
+raw frame its latent token stands for. A causal first frame that has a latent frame to itself
+(Wan) is zero-padded *after* it to the full group size, as the paper's code does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from scenetok.geometry.rays import ray_map
+from scenetok.types import Cameras
+
+RAY_MAP_KINDS = ("ray", "plucker")
+RAY_CHANNELS = 6
+
+
+def group_frames(frames: Tensor, groups: Sequence[Sequence[int]], group_size: int) -> Tensor:
+    """Stack raw frames per latent frame: ``(B, V, ...)`` -> ``(B, F, group_size, ...)``.
+
+    Args:
+        frames: per-frame tensors (e.g. ray maps ``(B, V, 6, H, W)``).
+        groups: for each latent frame, the raw-frame indices it covers (from
+            :meth:`scenetok.interfaces.LatentSpec.frame_groups`).
+        group_size: frames per latent frame; shorter groups are padded with zeros after their
+            frames.
+    """
+    num_frames = frames.shape[1]
+    for group in groups:
+        if not 0 < len(group) <= group_size:
+            raise ValueError(f"frame group {list(group)} does not fit a group size of {group_size}")
+        if min(group) < 0 or max(group) >= num_frames:
+            raise ValueError(f"frame group {list(group)} indexes outside {num_frames} frames")
+    if all(len(g) == group_size for g in groups) and [i for g in groups for i in g] == list(range(num_frames)):
+        return frames.unflatten(1, (len(groups), group_size))  # common case: no gather, no copy
+    # Index `num_frames` points at an appended all-zero frame, used for padding.
+    padded = torch.cat([frames, frames.new_zeros(frames[:, :1].shape)], dim=1)
+    index = torch.tensor(
+        [list(g) + [num_frames] * (group_size - len(g)) for g in groups], device=frames.device
+    )
+    return padded[:, index]
+
+
+class CameraPatchEmbed(nn.Module):
+    """Ray maps -> camera tokens: pixel-unshuffle by ``patch_size``, then a bias-free Linear.
+
+    The Linear's input features are ordered ``(t, ph, pw, c)`` (raw frame within the group, patch
+    row, patch column, ray channel), as in the paper's LVSM embedding.
+
+    Args:
+        width: output token width ``H``.
+        patch_size: ray-map pixels per token along each axis.
+        map_size: ``(height, width)`` of the ray maps in pixels (multiples of ``patch_size``).
+        kind: ``"ray"`` ([direction, origin]) or ``"plucker"`` ([direction, origin x direction]).
+        frames_per_token: raw frames stacked per latent frame (the target compressor's
+            ``temporal_factor``; 1 for image latents).
+        legacy_channel_order: reproduce the released Wan checkpoints' bug (feature order
+            ``(ph, pw, t, c)`` instead of ``(t, ph, pw, c)``); only for loading those weights.
+    """
+
+    def __init__(self, width: int, patch_size: int, map_size: tuple[int, int], kind: str = "ray",
+                 frames_per_token: int = 1, legacy_channel_order: bool = False) -> None:
+        super().__init__()
+        if kind not in RAY_MAP_KINDS:
+            raise ValueError(f"camera kind must be one of {RAY_MAP_KINDS}, got {kind!r}")
+        if map_size[0] % patch_size or map_size[1] % patch_size:
+            raise ValueError(f"ray-map size {tuple(map_size)} is not divisible by the camera patch {patch_size}")
+        self.patch_size = patch_size
+        self.map_size = (int(map_size[0]), int(map_size[1]))
+        self.kind = kind
+        self.frames_per_token = frames_per_token
+        self.legacy_channel_order = legacy_channel_order
+        self.linear = nn.Linear(frames_per_token * RAY_CHANNELS * patch_size**2, width, bias=False)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Camera tokens per latent frame along each axis."""
+        return self.map_size[0] // self.patch_size, self.map_size[1] // self.patch_size
+
+    def embed_ray_maps(self, ray_maps: Tensor) -> Tensor:
+        """``(B, F, t, 6, H_r, W_r)`` grouped ray maps -> ``(B, F, (H_r/p)(W_r/p), H)`` tokens."""
+        pattern = "b f t c (gh ph) (gw pw) -> b f (gh gw) ({})".format(
+            "ph pw t c" if self.legacy_channel_order else "t ph pw c"
+        )
+        patches = rearrange(ray_maps, pattern, ph=self.patch_size, pw=self.patch_size)
+        return self.linear(patches.to(self.linear.weight.dtype))
+
+    def forward(self, cameras: Cameras, frame_groups: Sequence[Sequence[int]] | None = None) -> Tensor:
+        """Camera tokens for raw-frame cameras.
+
+        Args:
+            cameras: batch shape ``(B, V)``.
+            frame_groups: raw frames per latent frame (``F`` groups); ``None`` = one frame each.
+
+        Returns:
+            ``(B, F, (H_r/p)(W_r/p), H)``.
+        """
+        if cameras.extrinsics.ndim != 4:
+            raise ValueError(f"cameras must have batch shape (B, V), got {tuple(cameras.shape)}")
+        # Ray maps in at least float32: directions of nearby pixels differ by ~1e-3.
+        dtype = torch.promote_types(cameras.extrinsics.dtype, torch.float32)
+        rays = ray_map(cameras.to(dtype=dtype), *self.map_size, kind=self.kind)  # (B, V, 6, H_r, W_r)
+        if frame_groups is None:
+            if self.frames_per_token != 1:
+                raise ValueError(f"{self.frames_per_token} frames per token need explicit frame groups")
+            grouped = rays.unsqueeze(2)
+        else:
+            grouped = group_frames(rays, frame_groups, self.frames_per_token)
+        return self.embed_ray_maps(grouped)
