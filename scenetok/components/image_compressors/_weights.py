@@ -1,0 +1,114 @@
+"""Shared helpers of the pretrained image compressors: finding local weights, freezing, and the
+``[0, 1]`` <-> ``[-1, 1]`` pixel range most autoencoders expect.
+
+Nothing here downloads anything. Weights come from the path a recipe gives (``checkpoint``) or from a
+local cache directory named by the environment variable ``SCENETOK_WEIGHTS_DIR``; a missing file
+raises :class:`MissingWeightsError`, whose message says which file is expected, where it was looked
+for, and where to get it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable naming a local directory of downloaded weights.
+WEIGHTS_DIR_ENV = "SCENETOK_WEIGHTS_DIR"
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Pretrained weights an image compressor needs are not on this machine.
+
+    The message is meant for the user as is: the expected file, the places searched and the public
+    source to download it from.
+    """
+
+
+def resolve_weights(checkpoint: str, *, default_name: str, component: str, source: str) -> Path:
+    """Find a weights file or folder on the local disk.
+
+    Args:
+        checkpoint: the configured path; ``""`` means "``default_name`` in the weights directory".
+            A relative path that does not exist from the working directory is also tried relative to
+            ``$SCENETOK_WEIGHTS_DIR``.
+        default_name: file/folder name looked up in ``$SCENETOK_WEIGHTS_DIR`` when ``checkpoint`` is
+            empty (the name the public release uses).
+        component: the component's registry name, for the error message.
+        source: where the weights can be downloaded from (URL / repository + file name).
+
+    Returns:
+        The existing path.
+
+    Raises:
+        MissingWeightsError: nothing exists at any candidate path.
+    """
+    weights_dir = os.environ.get(WEIGHTS_DIR_ENV, "")
+    candidates: list[Path] = []
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        candidates.append(path)
+        if not path.is_absolute() and weights_dir:
+            candidates.append(Path(weights_dir).expanduser() / path)
+    elif weights_dir:
+        candidates.append(Path(weights_dir).expanduser() / default_name)
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    searched = ", ".join(str(c) for c in candidates) or "nowhere"
+    hint = (
+        f"set `{component}.checkpoint` to its path"
+        if not checkpoint
+        else "check the path"
+    )
+    raise MissingWeightsError(
+        f"{component}: pretrained weights not found (searched: {searched}). Expected "
+        f"{checkpoint or default_name!r}; download it from {source}, then {hint} or put it in the "
+        f"directory named by ${WEIGHTS_DIR_ENV}"
+        + ("" if weights_dir else f" (currently unset; it is looked up as {default_name!r} there)")
+        + f". For tests only, `{component}.random_init: true` builds the network with random weights."
+    )
+
+
+def warn_random_init(component: str) -> None:
+    """Log, loudly, that a pretrained autoencoder runs with random weights."""
+    logger.warning(
+        "%s: RANDOM INITIALISATION, no pretrained weights loaded (random_init=true). Latents and "
+        "reconstructions are meaningless; use this for tests and smoke runs only.",
+        component,
+    )
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Put ``module`` in eval mode with ``requires_grad=False`` on every parameter."""
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+def to_signed(images: Tensor) -> Tensor:
+    """``[0, 1]`` -> ``[-1, 1]`` (the input range of LDM / diffusers autoencoders)."""
+    return images * 2.0 - 1.0
+
+
+def to_unit(images: Tensor) -> Tensor:
+    """``[-1, 1]`` -> ``[0, 1]``, clamped (decoders overshoot slightly)."""
+    return (images * 0.5 + 0.5).clamp(0.0, 1.0)
+
+
+def check_images(images: Tensor, name: str) -> None:
+    """Validate ``(B, V, 3, H, W)`` input images."""
+    if images.ndim != 5 or images.shape[2] != 3:
+        raise ValueError(f"{name}.encode expects images (B, V, 3, H, W), got {tuple(images.shape)}")
+
+
+def check_latents(latents: Tensor, channels: int, name: str) -> None:
+    """Validate ``(B, F, C, h, w)`` latents."""
+    if latents.ndim != 5 or latents.shape[2] != channels:
+        raise ValueError(
+            f"{name}.decode expects latents (B, F, {channels}, h, w), got {tuple(latents.shape)}"
+        )
