@@ -331,6 +331,150 @@ class SceneDataset(Component, torch.utils.data.Dataset, abc.ABC):
         Raises :class:`CorruptSampleError` when the data on disk is unusable.
         """
 
+    # ---- concrete machinery shared by every dataset ----------------------------------------
+    # The base class reads these config fields (see
+    # scenetok.components.datasets.common.SceneDatasetConfig): context_views, target_views, seed,
+    # index, window_min, window_max, context_sampling, target_clips, target_margin, report_path.
+
+    #: How many following samples ``__getitem__`` tries when a sample is corrupt.
+    max_skip_attempts: ClassVar[int] = 16
+
+    def frame_cameras(self, scene: str) -> Cameras | None:
+        """All frames' cameras (batch shape ``(num_frames,)``) when they are cheap to get without
+        decoding images, else ``None``. Used for farthest-point view sampling and camera paths."""
+        return None
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        """Everything this process skipped: ``{"dataset", "scene", "file", "reason"}`` records."""
+        if "_skipped" not in self.__dict__:
+            self._skipped: list[dict[str, str]] = []
+        return self._skipped
+
+    def record_skip(self, scene: str, reason: str, file: str | None = None) -> None:
+        """Warn about an unusable scene/sample, remember it, and append it to ``config.report_path``."""
+        import json
+        import logging
+
+        record = {"dataset": type(self).__name__, "scene": scene, "file": file or "", "reason": reason}
+        logging.getLogger(type(self).__module__).warning(
+            "skipping scene %s%s: %s", scene, f" ({file})" if file else "", reason
+        )
+        self.skipped.append(record)
+        report_path = getattr(getattr(self, "config", None), "report_path", None)
+        if report_path:
+            # one line per record, appended: several DataLoader workers can share the file
+            with open(report_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the training view selection (samples depend on ``(seed, epoch, index)``)."""
+        self._epoch = int(epoch)
+
+    def evaluation_entries(self) -> list[Any] | None:
+        """Entries of ``config.index`` whose scene this dataset has (``None`` without an index);
+        entries of missing scenes are recorded as skipped. A key ``<scene>_<n>`` that is not a scene
+        falls back to ``<scene>`` (the DL3DV ``_1`` window suffix)."""
+        if "_evaluation_entries" in self.__dict__:
+            return self._evaluation_entries
+        path = getattr(getattr(self, "config", None), "index", None)
+        entries = None
+        if path:
+            import re
+
+            from scenetok.data.index import read_evaluation_index
+
+            available = set(self.scenes())
+            entries = []
+            for entry in read_evaluation_index(path):
+                scene = entry.scene
+                if scene not in available:
+                    stem = re.sub(r"_\d+$", "", scene)
+                    if stem in available:
+                        scene = stem
+                    else:
+                        self.record_skip(entry.scene, "in the evaluation index but not in the dataset", str(path))
+                        continue
+                entries.append(dataclasses.replace(entry, scene=scene))
+        self._evaluation_entries = entries
+        return entries
+
+    def __len__(self) -> int:
+        entries = self.evaluation_entries()
+        return len(entries) if entries is not None else len(self.scenes())
+
+    def select_views(self, item: int) -> tuple[str, list[int], list[int]]:
+        """``(scene, context indices, target indices)`` of sample ``item``: from the evaluation
+        index when one is configured, else from the training view sampler."""
+        entries = self.evaluation_entries()
+        if entries is not None:
+            entry = entries[item]
+            return entry.scene, list(entry.context), list(entry.target)
+        from scenetok.components.datasets.view_sampling import sample_training_views, stable_seed
+
+        config = self.config  # type: ignore[attr-defined]
+        scene = self.scenes()[item]
+        generator = torch.Generator().manual_seed(
+            stable_seed("train", config.seed, getattr(self, "_epoch", 0), item)
+        )
+        cameras = self.frame_cameras(scene)
+        context, target = sample_training_views(
+            self.num_frames(scene),
+            context_views=config.context_views,
+            target_views=config.target_views,
+            generator=generator,
+            window_min=config.window_min,
+            window_max=config.window_max,
+            context_sampling=config.context_sampling,
+            target_clips=config.target_clips,
+            target_margin=config.target_margin,
+            extrinsics=None if cameras is None else cameras.extrinsics,
+        )
+        return scene, context, target
+
+    def load_sample(self, item: int) -> dict[str, Any]:
+        """Sample ``item`` without skip handling (raises :class:`CorruptSampleError`)."""
+        scene, context, target = self.select_views(item)
+        frames = sorted(set(context) | set(target))
+        num_frames = self.num_frames(scene)
+        if frames[-1] >= num_frames:
+            raise CorruptSampleError(f"frame {frames[-1]} requested but scene {scene} has {num_frames} frames")
+        views = self.load_views(scene, frames)  # decode every frame once, even if shared
+        position = {frame: i for i, frame in enumerate(frames)}
+
+        def pick(indices: list[int]) -> dict[str, Tensor]:
+            rows = torch.tensor([position[i] for i in indices], dtype=torch.long)
+            out = {key: value[rows] for key, value in views.items() if key != "indices"}
+            out["indices"] = torch.tensor(indices, dtype=torch.long)
+            return out
+
+        return {"scene": scene, "context": pick(context), "target": pick(target)}
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        """A sample dict (see :func:`scenetok.types.collate_scenes`). A corrupt sample is skipped
+        (warning + :attr:`skipped` + report) and the next one is returned instead, so with an
+        evaluation index a caller should trust the returned ``"scene"`` key, not the position."""
+        length = len(self)
+        if not 0 <= item < length:
+            raise IndexError(f"sample {item} out of range for {length} samples")
+        errors = []
+        for attempt in range(min(self.max_skip_attempts, length)):
+            current = (item + attempt) % length
+            try:
+                return self.load_sample(current)
+            except CorruptSampleError as error:
+                scene = self.select_scene_key(current)
+                self.record_skip(scene, str(error))
+                errors.append(f"{scene}: {error}")
+        raise CorruptSampleError(
+            f"{len(errors)} consecutive samples from {item} are unusable: " + "; ".join(errors)
+        )
+
+    def select_scene_key(self, item: int) -> str:
+        """The scene of sample ``item`` (cheap; no view selection)."""
+        entries = self.evaluation_entries()
+        return entries[item].scene if entries is not None else self.scenes()[item]
+
 
 class CorruptSampleError(RuntimeError):
     """A sample on disk is unusable (corrupt file, missing frame, ...). Datasets raise it with a

@@ -1,0 +1,182 @@
+"""``re10k``: RealEstate10K / ACID (and anything converted to them) in the pixelSplat chunk format.
+
+Layout (see ``reference/FORMATS.md`` §1)::
+
+    <root>/{train,test}/000000.torch ... index.json
+
+A chunk is a ``torch.save``'d list of scene dicts ``{key, url, timestamps (N,), cameras (N, 18),
+images: N uint8 tensors of encoded JPEG/PNG bytes}``; ``index.json`` maps scene key -> chunk
+file. Chunks are read with ``torch.load(weights_only=True)`` (never executes pickled code), frames
+are decoded with PIL only for the requested indices and brought to ``image_size`` by the
+rescale-and-centre-crop shim (:mod:`scenetok.geometry.crop`), cameras converted by
+:func:`scenetok.geometry.conventions.re10k_rows_to_cameras`.
+
+A corrupt chunk or image, a scene missing from its chunk, a missing chunk file or a frame-count
+mismatch is skipped with a warning naming the file and scene, and recorded in ``skipped`` (and
+the ``report_path`` file); the rest loads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from scenetok.components.datasets.common import SceneDatasetConfig
+from scenetok.geometry.conventions import re10k_rows_to_cameras
+from scenetok.geometry.crop import crop_intrinsics, plan_crop, rescale_and_crop_pil
+from scenetok.interfaces import CorruptSampleError, SceneDataset
+from scenetok.types import Cameras
+
+logger = logging.getLogger(__name__)
+
+#: Stage folder per split (RE10K has no validation set; validation reads the test stage).
+STAGE_FOLDERS = {"train": "train", "validation": "test", "test": "test"}
+
+
+def decode_image(data: Tensor | bytes) -> Image.Image:
+    """Encoded image bytes (a 1-D uint8 tensor or ``bytes``) -> PIL RGB image; raises
+    ``OSError``/``UnidentifiedImageError``/``ValueError`` when they are not a decodable image."""
+    raw = data.numpy().tobytes() if isinstance(data, Tensor) else bytes(data)
+    image = Image.open(io.BytesIO(raw))
+    image.load()  # decode now, so truncated files fail here and not later
+    return image.convert("RGB")
+
+
+class RE10KDataset(SceneDataset):
+    """pixelSplat-format chunks; see the module docstring."""
+
+    @dataclass
+    class Config(SceneDatasetConfig):
+        """RE10K config (shared fields: see ``SceneDatasetConfig``).
+
+        Attributes:
+            root: dataset root holding the ``train/`` and ``test/`` stage folders.
+            min_frames: scenes with fewer frames are skipped (the paper's precompute uses 32).
+            cache_chunks: decoded chunk files kept in memory per process (chunks are ~100 MB).
+        """
+
+        root: str = "data/re10k"
+        min_frames: int = 2
+        cache_chunks: int = 2
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if self.min_frames < 1:
+                raise ValueError(f"min_frames must be >= 1, got {self.min_frames}")
+            if self.cache_chunks < 1:
+                raise ValueError(f"cache_chunks must be >= 1, got {self.cache_chunks}")
+
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else self.Config()
+        self.stage_dir = Path(self.config.root) / STAGE_FOLDERS[self.config.split]
+        index_path = self.stage_dir / "index.json"
+        if not index_path.is_file():
+            raise FileNotFoundError(
+                f"re10k: no {index_path}; expected <root>/{{train,test}}/index.json (pixelSplat chunk format)"
+            )
+        with index_path.open() as handle:
+            chunk_of: dict[str, str] = json.load(handle)
+        self._chunk_cache: OrderedDict[str, dict[str, dict[str, Any]] | None] = OrderedDict()
+        self._chunk_of: dict[str, str] = {}
+        self._chunk_errors: dict[str, str] = {}
+        for scene, chunk in chunk_of.items():
+            if not (self.stage_dir / chunk).is_file():
+                self.record_skip(scene, "chunk file is missing", str(self.stage_dir / chunk))
+            else:
+                self._chunk_of[scene] = chunk
+        self._scenes = list(self._chunk_of)
+        self._num_frames: dict[str, int] = {}
+
+    # ---- chunk access --------------------------------------------------------------------------
+    def _load_chunk(self, chunk: str) -> dict[str, dict[str, Any]] | None:
+        """``{scene key: scene dict}`` of a chunk file, or ``None`` when it is unreadable (the reason
+        goes to ``_chunk_errors``)."""
+        if chunk in self._chunk_cache:
+            self._chunk_cache.move_to_end(chunk)
+            return self._chunk_cache[chunk]
+        path = self.stage_dir / chunk
+        try:
+            content = torch.load(path, weights_only=True, map_location="cpu")
+            if not isinstance(content, list):
+                raise TypeError(f"a chunk holds a list of scene dicts, found {type(content).__name__}")
+            scenes = {item["key"]: item for item in content}
+        except Exception as error:  # any unreadable chunk is skipped (by the caller), never fatal
+            self._chunk_errors[chunk] = f"{type(error).__name__}: {error}"
+            scenes = None
+        self._chunk_cache[chunk] = scenes
+        if len(self._chunk_cache) > self.config.cache_chunks:
+            self._chunk_cache.popitem(last=False)
+        return scenes
+
+    def _scene_record(self, scene: str) -> dict[str, Any]:
+        """The validated chunk dict of ``scene``; raises :class:`CorruptSampleError`."""
+        if scene not in self._chunk_of:
+            raise CorruptSampleError(f"scene {scene} is not in {self.stage_dir / 'index.json'}")
+        chunk = self._chunk_of[scene]
+        path = self.stage_dir / chunk
+        scenes = self._load_chunk(chunk)
+        if scenes is None:
+            raise CorruptSampleError(f"corrupt chunk {path} of scene {scene}: {self._chunk_errors[chunk]}")
+        record = scenes.get(scene)
+        if record is None:
+            raise CorruptSampleError(f"scene {scene} is listed in index.json but missing from {path}")
+        cameras, images = record.get("cameras"), record.get("images")
+        if not isinstance(cameras, Tensor) or cameras.ndim != 2 or cameras.shape[1] != 18:
+            raise CorruptSampleError(f"scene {scene} in {path}: cameras must be an (N, 18) tensor")
+        if not isinstance(images, list) or len(images) != cameras.shape[0]:
+            count = len(images) if isinstance(images, list) else "no"
+            raise CorruptSampleError(
+                f"scene {scene} in {path}: frame-count mismatch ({cameras.shape[0]} cameras, {count} images)"
+            )
+        if cameras.shape[0] < self.config.min_frames:
+            raise CorruptSampleError(
+                f"scene {scene} in {path}: {cameras.shape[0]} frames < min_frames={self.config.min_frames}"
+            )
+        return record
+
+    # ---- SceneDataset API ------------------------------------------------------------------------
+    def scenes(self) -> list[str]:
+        return list(self._scenes)
+
+    def num_frames(self, scene: str) -> int:
+        if scene not in self._num_frames:
+            self._num_frames[scene] = int(self._scene_record(scene)["cameras"].shape[0])
+        return self._num_frames[scene]
+
+    def frame_cameras(self, scene: str) -> Cameras:
+        # Cameras before the crop shim: the crop changes intrinsics, not poses (good enough for
+        # view selection and camera paths).
+        return re10k_rows_to_cameras(self._scene_record(scene)["cameras"])
+
+    def load_views(self, scene: str, indices: list[int]) -> dict[str, Tensor]:
+        record = self._scene_record(scene)
+        path = self.stage_dir / self._chunk_of[scene]
+        cameras = re10k_rows_to_cameras(record["cameras"][torch.as_tensor(indices, dtype=torch.long)])
+        size = (self.config.height, self.config.width)
+        images, intrinsics = [], []
+        for position, frame in enumerate(indices):
+            try:
+                image = decode_image(record["images"][frame])
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+                raise CorruptSampleError(
+                    f"scene {scene} in {path}: frame {frame} is not a decodable image ({error})"
+                ) from error
+            plan = plan_crop((image.height, image.width), size)
+            images.append(rescale_and_crop_pil(image, plan))
+            intrinsics.append(crop_intrinsics(cameras.intrinsics[position], plan))
+        return {
+            "images": torch.stack(images),
+            "extrinsics": cameras.extrinsics,
+            "intrinsics": torch.stack(intrinsics),
+            "indices": torch.as_tensor(indices, dtype=torch.long),
+        }
