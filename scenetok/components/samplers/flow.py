@@ -1,0 +1,326 @@
+"""Rectified flow, the paper's noise process for the renderer and SceneGen.
+
+Conventions (shared with every :class:`~scenetok.interfaces.Sampler`): ``t`` in ``[0, 1]`` with
+``t = 1`` pure noise, per-latent-frame timesteps ``(B, F)``.
+
+* Forward process: ``x_t = (1 - t) x_0 + t eps`` (a straight line from data to noise).
+* Network target (``"flow"``, the velocity ``dx_t/dt``): ``eps - x_0``.
+* Network timestep input: ``t * 1000 - 1`` clamped at 0 (the official code's scale).
+* Inference: Euler ``x_{t'} = x_t + (t' - t) v`` or Heun (two evaluations per step) over the
+  levels ``k / steps`` (optionally shifted).
+
+This module also holds the helpers both built-in samplers share: the training timestep
+distributions and shapes (:func:`draw_training_timesteps`), the shift map (:func:`shift_timesteps`)
+and :func:`standard_normal`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from scenetok.interfaces import Sampler
+
+logger = logging.getLogger(__name__)
+
+TIMESTEP_DISTRIBUTIONS = ("uniform", "logit_normal", "shifted")
+TIMESTEP_MODES = ("per_sample", "per_chunk", "per_frame")
+FLOW_SOLVERS = ("euler", "heun")
+
+#: ``model_fn(x_t, t) -> prediction`` with ``x_t (B, F, ...)`` and ``t (B, F)`` in ``[0, 1]``.
+ModelFn = Callable[[Tensor, Tensor], Tensor]
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers (also used by the DDPM sampler and the rollout loop)
+# --------------------------------------------------------------------------------------------
+
+
+def shift_timesteps(t: Tensor, shift: float) -> Tensor:
+    """The timestep shift map ``t' = s t / (1 + (s - 1) t)``.
+
+    ``s > 1`` moves mass toward noise (used for high-resolution / DL3DV models), ``s = 1`` is the
+    identity; ``0`` and ``1`` are fixed points. Works for any shape and dtype.
+    """
+    if shift == 1.0:
+        return t.clone()
+    return shift * t / (1.0 + (shift - 1.0) * t)
+
+
+def standard_normal(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None,
+                    device: torch.device | str | None = None,
+                    dtype: torch.dtype = torch.float32) -> Tensor:
+    """``N(0, I)`` noise of ``shape`` on ``device``, drawn from ``generator`` (if given).
+
+    The noise is drawn on the generator's device and then moved, so a CPU generator gives the same
+    numbers whatever device the model runs on (reproducible renders across machines).
+    """
+    draw_device = generator.device if generator is not None else device
+    noise = torch.randn(tuple(shape), generator=generator, device=draw_device, dtype=dtype)
+    return noise.to(device) if device is not None else noise
+
+
+def standard_uniform(shape: tuple[int, ...], generator: torch.Generator | None,
+            device: torch.device | str | None) -> Tensor:
+    """``U(0, 1)`` float32 samples, drawn like :func:`standard_normal`."""
+    draw_device = generator.device if generator is not None else device
+    values = torch.rand(shape, generator=generator, device=draw_device)
+    return values.to(device) if device is not None else values
+
+
+def draw_training_timesteps(
+    batch: int,
+    frames: int,
+    *,
+    distribution: str,
+    mode: str,
+    chunks: int = 2,
+    shared_prob: float = 0.2,
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+    shift: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Training timesteps ``(B, F)`` in ``[0, 1]``.
+
+    Args:
+        batch, frames: ``B`` and ``F`` (latent frames).
+        distribution: ``"uniform"`` (``U(0,1)``), ``"logit_normal"`` (``sigmoid(N(mu, sigma))``) or
+            ``"shifted"`` (:func:`shift_timesteps` of ``U(0,1)`` with ``shift``).
+        mode: ``"per_sample"`` (one ``t`` for all frames of a sample), ``"per_chunk"`` (``chunks``
+            runs of consecutive latent frames, each with its own ``t``; frame ``f`` belongs to
+            chunk ``f * chunks // F``) or ``"per_frame"`` (independent per latent frame).
+        shared_prob: for ``per_chunk``/``per_frame``, the probability that a sample uses one
+            shared ``t`` for all its frames anyway (the paper's 20 % fallback, which keeps plain
+            joint denoising in distribution).
+        generator: optional ``torch.Generator`` for reproducible draws.
+
+    Returns:
+        float32 ``(B, F)``.
+    """
+    if mode not in TIMESTEP_MODES:
+        raise ValueError(f"timestep_mode must be one of {TIMESTEP_MODES}, got {mode!r}")
+    groups = {"per_sample": 1, "per_chunk": min(chunks, frames), "per_frame": frames}[mode]
+    if distribution == "uniform":
+        values = standard_uniform((batch, groups), generator, device)
+    elif distribution == "logit_normal":
+        normal = standard_normal((batch, groups), generator, device)
+        values = torch.sigmoid(logit_mean + logit_std * normal)
+    elif distribution == "shifted":
+        values = shift_timesteps(standard_uniform((batch, groups), generator, device), shift)
+    else:
+        raise ValueError(f"timesteps must be one of {TIMESTEP_DISTRIBUTIONS}, got {distribution!r}")
+    if groups > 1 and shared_prob > 0:
+        shared = standard_uniform((batch, 1), generator, device) < shared_prob
+        values = torch.where(shared, values[:, :1], values)
+    group_of_frame = torch.arange(frames, device=values.device) * groups // frames
+    return values[:, group_of_frame]
+
+
+def per_frame(t: Tensor, like: Tensor) -> Tensor:
+    """View ``t (B, F)`` so it broadcasts against ``like (B, F, ...)``."""
+    return t.reshape(tuple(t.shape) + (1,) * (like.ndim - t.ndim))
+
+
+def check_step_levels(t: Tensor, t_next: Tensor) -> None:
+    """Raise unless ``0 <= t_next <= t <= 1`` elementwise (denoising never adds noise)."""
+    if t.shape != t_next.shape:
+        raise ValueError(f"t {tuple(t.shape)} and t_next {tuple(t_next.shape)} must have the same shape")
+    if bool((t_next > t).any()) or bool((t_next < 0).any()) or bool((t > 1).any()):
+        raise ValueError("a denoising step needs 0 <= t_next <= t <= 1 for every frame")
+
+
+def validate_timestep_fields(config: object) -> None:
+    """Shared ``__post_init__`` checks for the training-timestep fields of both samplers."""
+    if config.timesteps not in TIMESTEP_DISTRIBUTIONS:
+        raise ValueError(f"timesteps must be one of {TIMESTEP_DISTRIBUTIONS}, got {config.timesteps!r}")
+    if config.timestep_mode not in TIMESTEP_MODES:
+        raise ValueError(f"timestep_mode must be one of {TIMESTEP_MODES}, got {config.timestep_mode!r}")
+    if config.logit_std <= 0:
+        raise ValueError(f"logit_std must be > 0, got {config.logit_std}")
+    if config.shift <= 0:
+        raise ValueError(f"shift must be > 0, got {config.shift}")
+    if config.chunks < 1:
+        raise ValueError(f"chunks must be >= 1, got {config.chunks}")
+    if not 0.0 <= config.shared_prob <= 1.0:
+        raise ValueError(f"shared_prob must be in [0, 1], got {config.shared_prob}")
+    if config.steps < 1:
+        raise ValueError(f"steps must be >= 1, got {config.steps}")
+
+
+# --------------------------------------------------------------------------------------------
+# The sampler
+# --------------------------------------------------------------------------------------------
+
+
+class FlowSampler(Sampler):
+    """Rectified flow with velocity (``eps - x_0``) prediction, Euler or Heun inference.
+
+    Example::
+
+        sampler = FlowSampler(FlowSampler.Config(timesteps="logit_normal"))
+        t = sampler.sample_timesteps(B, F)                     # (B, F)
+        x_t = sampler.add_noise(x0, noise, t)
+        loss = (net(x_t, sampler.network_timesteps(t)) - sampler.training_target(x0, noise, t)) ** 2
+    """
+
+    @dataclass
+    class Config:
+        """Rectified-flow configuration.
+
+        Attributes:
+            timesteps: training timestep distribution: ``"uniform"``, ``"logit_normal"`` (the RE10K
+                models, ``sigmoid(N(logit_mean, logit_std))``) or ``"shifted"`` (``U(0,1)`` through
+                the shift map with ``shift``; the DL3DV models, s = 4 or 8).
+            logit_mean: mean of the logit-normal distribution.
+            logit_std: standard deviation of the logit-normal distribution (> 0).
+            shift: shift ``s`` of the ``"shifted"`` training distribution (> 0; 1 = uniform).
+            timestep_mode: how timesteps vary across the ``F`` latent frames of a sample:
+                ``"per_sample"``, ``"per_chunk"`` (``chunks`` runs of consecutive frames) or
+                ``"per_frame"``. Rollout strategies other than ``full_sequence`` need a network
+                trained with per-chunk or per-frame levels.
+            chunks: number of chunks for ``"per_chunk"`` (the paper: 2).
+            shared_prob: probability of one shared ``t`` per sample in the per-chunk/per-frame
+                modes (the paper: 0.2).
+            solver: ``"euler"`` (one network evaluation per step) or ``"heun"`` (two; the last step
+                to ``t = 0`` is an Euler step, see :meth:`denoise_step`).
+            steps: inference steps ``K`` (the paper's renderer: 25).
+            inference_shift: shift applied to the inference levels ``k / K``. ``None`` (default)
+                uses ``shift`` when ``timesteps == "shifted"`` and 1 otherwise, which is what the
+                official models were evaluated with.
+        """
+
+        timesteps: str = "logit_normal"
+        logit_mean: float = 0.0
+        logit_std: float = 1.0
+        shift: float = 1.0
+        timestep_mode: str = "per_chunk"
+        chunks: int = 2
+        shared_prob: float = 0.2
+        solver: str = "euler"
+        steps: int = 25
+        inference_shift: Optional[float] = None
+
+        def __post_init__(self) -> None:
+            validate_timestep_fields(self)
+            if self.solver not in FLOW_SOLVERS:
+                raise ValueError(f"solver must be one of {FLOW_SOLVERS}, got {self.solver!r}")
+            if self.inference_shift is not None and self.inference_shift <= 0:
+                raise ValueError(f"inference_shift must be > 0, got {self.inference_shift}")
+
+    presets = {
+        # The RE10K renderer (scenetok_va-vdc_lognorm_re10k_scratch).
+        "re10k": {"timesteps": "logit_normal", "timestep_mode": "per_chunk", "chunks": 2},
+        # The DL3DV renderers (shift 4; the shift-8 variant is `shift: 8` on top).
+        "dl3dv": {"timesteps": "shifted", "shift": 4.0, "timestep_mode": "per_chunk", "chunks": 2},
+    }
+
+    #: Scale of the network's timestep input (``t * 1000 - 1``).
+    NETWORK_TIMESTEP_SCALE = 1000.0
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    # -- declared capabilities ----------------------------------------------------------------
+
+    @classmethod
+    def prediction_target(cls, config: Config) -> str:
+        return "flow"
+
+    @classmethod
+    def process_family(cls) -> str:
+        return "flow"
+
+    @property
+    def effective_inference_shift(self) -> float:
+        """The shift applied to the inference levels (resolves ``inference_shift=None``)."""
+        if self.config.inference_shift is not None:
+            return float(self.config.inference_shift)
+        return float(self.config.shift) if self.config.timesteps == "shifted" else 1.0
+
+    # -- training -----------------------------------------------------------------------------
+
+    def sample_timesteps(self, batch: int, frames: int, generator: torch.Generator | None = None,
+                         device: torch.device | str | None = None) -> Tensor:
+        """Training timesteps ``(B, F)`` in ``[0, 1]`` (see :func:`draw_training_timesteps`)."""
+        c = self.config
+        return draw_training_timesteps(
+            batch, frames, distribution=c.timesteps, mode=c.timestep_mode, chunks=c.chunks,
+            shared_prob=c.shared_prob, logit_mean=c.logit_mean, logit_std=c.logit_std,
+            shift=c.shift, generator=generator, device=device)
+
+    def add_noise(self, clean: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """``x_t = (1 - t) x_0 + t eps``; ``clean``/``noise`` ``(B, F, ...)``, ``t`` ``(B, F)``."""
+        work = torch.promote_types(clean.dtype, torch.float32)
+        t = per_frame(t, clean).to(work)
+        return ((1.0 - t) * clean.to(work) + t * noise.to(work)).to(clean.dtype)
+
+    def training_target(self, clean: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """The velocity ``eps - x_0`` (independent of ``t`` on straight paths)."""
+        return noise - clean
+
+    def network_timesteps(self, t: Tensor) -> Tensor:
+        """``t * 1000 - 1`` clamped at 0 (the official scale; ``t = 1`` -> 999)."""
+        return (t * self.NETWORK_TIMESTEP_SCALE - 1.0).clamp_min(0.0)
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def inference_levels(self, steps: int) -> Tensor:
+        """``steps + 1`` levels ``shift(k / steps)`` for ``k = steps .. 0`` (float64)."""
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        levels = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        return shift_timesteps(levels, self.effective_inference_shift)
+
+    def predict_clean(self, x_t: Tensor, prediction: Tensor, t: Tensor) -> Tensor:
+        """The clean estimate ``x_0 = x_t - t v`` implied by a velocity prediction."""
+        return x_t - per_frame(t, x_t).to(x_t.dtype) * prediction
+
+    def step(self, x_t: Tensor, prediction: Tensor, t: Tensor, t_next: Tensor,
+             generator: torch.Generator | None = None) -> Tensor:
+        """One Euler step ``x_t + (t_next - t) v`` for every frame (``(B, F)`` levels).
+
+        Frames with ``t == t_next`` are returned unchanged. With ``solver="heun"`` this raises:
+        Heun needs a second network evaluation, use :meth:`denoise_step` (as the rollout does).
+        """
+        if self.config.solver != "euler":
+            raise RuntimeError(
+                f"FlowSampler(solver={self.config.solver!r}) needs two network evaluations per "
+                "step; call denoise_step(model_fn, x_t, t, t_next) instead of step()")
+        check_step_levels(t, t_next)
+        return self._euler(x_t, prediction, t, t_next)
+
+    def denoise_step(self, model_fn: ModelFn, x_t: Tensor, t: Tensor, t_next: Tensor,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """One solver step that calls the network itself: ``model_fn(x, t) -> velocity``.
+
+        Heun (the explicit trapezoidal rule) evaluates the network again at the Euler proposal
+        ``(x', t_next)`` and averages both velocities. Frames whose step ends at ``t_next = 0``
+        take the plain Euler step instead (as in EDM's Heun sampler): the network is never trained
+        at exactly ``t = 0`` and the final correction is not worth an evaluation. Frames with
+        ``t == t_next`` (clean context, or waiting frames) stay unchanged.
+        """
+        check_step_levels(t, t_next)
+        velocity = model_fn(x_t, t)
+        proposal = self._euler(x_t, velocity, t, t_next)
+        if self.config.solver == "euler":
+            return proposal
+        corrected = (t_next > 0) & (t_next < t)
+        if not bool(corrected.any()):
+            return proposal
+        velocity_next = model_fn(proposal, t_next)
+        heun = self._euler(x_t, 0.5 * (velocity + velocity_next), t, t_next)
+        return torch.where(per_frame(corrected, x_t), heun, proposal)
+
+    @staticmethod
+    def _euler(x_t: Tensor, velocity: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+        # The update is computed in at least float32 so bf16 latents do not lose the small steps.
+        work = torch.promote_types(x_t.dtype, torch.float32)
+        dt = per_frame(t_next - t, x_t).to(work)
+        moved = (x_t.to(work) + dt * velocity.to(work)).to(x_t.dtype)
+        return torch.where(per_frame(t == t_next, x_t), x_t, moved)
