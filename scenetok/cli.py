@@ -203,7 +203,12 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
         return 0
     print(f"recipe: {args.recipe}   image size: {info['image_size']}   sampler: {info['sampler']}")
     for section, row in info["components"].items():
-        print(f"  {section:<24} {row['name']:<12} {row['parameters']:>15,} parameters")
+        if row["parameters"] is None:
+            latent = row["latent"]
+            print(f"  {section:<24} {row['name']:<12} {'frozen, not counted':>15}  (latents: {latent['channels']} "
+                  f"channels, /{latent['spatial_factor']} spatial, /{latent['temporal_factor']} temporal)")
+        else:
+            print(f"  {section:<24} {row['name']:<12} {row['parameters']:>15,} parameters")
     print(f"  {'trainable (compressor + renderer)':<37} {info['trainable_parameters']:>15,} parameters")
     tokens, dim = info["scene_tokens"]
     print(f"  representation: {tokens} tokens x {dim} = {info['floats_per_scene']:,} floats per scene")
@@ -270,7 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may follow options (`train R --run D a.b=1`): argparse leaves those unparsed.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+        if stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray)}")
+        args.overrides = list(args.overrides) + extra
     debug = args.debug or os.environ.get("SCENETOK_DEBUG", "") not in ("", "0")
     args.debug = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
@@ -283,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (RecipeError, RegistryError) as error:
+    except (RecipeError, RegistryError, FileNotFoundError) as error:
         if debug:
             raise
         print(f"scenetok: error: {error}", file=sys.stderr)

@@ -6,7 +6,7 @@ Handlers import their (torch-heavy) modules lazily so that ``scenetok --help`` s
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 
@@ -60,7 +60,7 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_data_index(args: argparse.Namespace) -> int:
-    from scenetok.components.datasets.view_sampling import write_evaluation_index
+    from scenetok.data.index import write_evaluation_index
     from scenetok.datasets import build_dataset
     from scenetok.recipe import load_recipe
 
@@ -82,11 +82,22 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_data_cache(args: argparse.Namespace) -> int:
-    from scenetok.data.cache import cache_latents_for_recipe
+    from scenetok.data.cache import cache_latents
+    from scenetok.datasets import build_dataset
+    from scenetok.recipe import load_recipe
 
-    manifest = cache_latents_for_recipe(args.recipe, args.overrides, out_dir=args.out, split=args.split,
-                                        progress=not args.no_progress)
-    print(json.dumps(manifest, indent=2)[:2000])
+    recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.component("target_image_compressor") is not None:
+        print("scenetok: error: the cache holds one compressor's latents; this recipe has a separate "
+              "target_image_compressor", file=sys.stderr)
+        return 2
+    dataset = build_dataset(recipe, split=args.split)
+    spec = recipe["image_compressor"]
+    compressor = spec.cls(spec.config)
+    manifest = cache_latents(dataset, compressor, args.out, epochs=args.epochs, seed=recipe.seed,
+                             sample=recipe.sections["model"].context_latents == "sample",
+                             compressor_name=spec.name, progress=not args.no_progress)
+    print(f"wrote {manifest}; train on it with train.latent_cache={args.out}")
     return 0
 
 
@@ -102,7 +113,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        "Re-running the same command on the same --run resumes exactly. Works under "
                        "`torchrun --nproc_per_node N` (DDP).")
     _recipe(p)
-    p.add_argument("--run", type=Path, required=True, help="run directory (created or resumed)")
+    p.add_argument("--run", "--run-dir", dest="run", type=Path, required=True,
+                   help="run directory (created or resumed); under torchrun spell it --run-dir, because "
+                   "torchrun's own parser takes --run for its --run-path")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -167,5 +180,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="cache directory (resumable)")
     q.add_argument("--split", default="train", help="dataset split")
+    q.add_argument("--epochs", type=int, default=1, help="epochs of view selections to cache")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_data_cache)

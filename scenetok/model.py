@@ -16,6 +16,7 @@ depends on the dataset's world frame.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be in [0, 1], got {value}")
 
 
-def make_relative(cameras: Cameras, reference: Tensor) -> Cameras:
+def relative_to_reference(cameras: Cameras, reference: Tensor) -> Cameras:
     """Express ``cameras`` (B, V) in the frame of one reference camera per batch element.
 
     Args:
@@ -132,8 +133,8 @@ class SceneTok(nn.Module):
         """Poses of context and target relative to context view ``reference``."""
         ref = batch.context.cameras.extrinsics[:, reference]
         return SceneBatch(
-            context=batch.context.replace(cameras=make_relative(batch.context.cameras, ref)),
-            target=batch.target.replace(cameras=make_relative(batch.target.cameras, ref)),
+            context=batch.context.replace(cameras=relative_to_reference(batch.context.cameras, ref)),
+            target=batch.target.replace(cameras=relative_to_reference(batch.target.cameras, ref)),
             scenes=batch.scenes,
         )
 
@@ -195,6 +196,10 @@ class SceneTok(nn.Module):
         if not self.compressor_frozen and kl_weight > 0:
             total = total + kl_weight * self.config.kl_scale * kl
         return {"loss": total.mean(), "mse": mse.mean().detach(), "kl": kl.mean().detach()}
+
+    def forward(self, batch: SceneBatch, kl_weight: float = 0.0, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """``forward`` is the training loss, so that DistributedDataParallel can wrap the model."""
+        return self.loss(batch, kl_weight=kl_weight, generator=generator)
 
     def _training_token_mask(self, tokens: Tensor, generator: torch.Generator | None) -> Tensor | None:
         """``(B, N)`` bool, True = use the null token. Whole samples with ``cfg_dropout``; random
@@ -300,19 +305,24 @@ class SceneTok(nn.Module):
         return self
 
 
-def build_components(recipe: Recipe, image_size: tuple[int, int], device: torch.device | str | None = None) -> dict[str, Any]:
-    """Instantiate every model component of ``recipe`` with its build arguments."""
+def build_components(recipe: Recipe, image_size: tuple[int, int], device: torch.device | str | None = None,
+                     networks_only: bool = False) -> dict[str, Any]:
+    """Instantiate the model components of ``recipe`` with their build arguments.
+
+    ``networks_only`` builds just the token compressor, decoder and sampler: the image compressors
+    are described by their :class:`LatentSpec` alone (no weights are read), which is what
+    validation and parameter counting need.
+    """
     out: dict[str, Any] = {}
+    image = recipe["image_compressor"]
+    target = recipe.component("target_image_compressor")
+    context_spec = image.cls.latent_spec(image.config)
+    target_spec = target.cls.latent_spec(target.config) if target is not None else context_spec
     with torch.device(device) if device is not None else _nullcontext():
-        image = recipe["image_compressor"]
-        out["image_compressor"] = image.cls(image.config)
-        context_spec = image.cls.latent_spec(image.config)
-        target = recipe.component("target_image_compressor")
-        if target is not None:
-            out["target_image_compressor"] = target.cls(target.config)
-            target_spec = target.cls.latent_spec(target.config)
-        else:
-            target_spec = context_spec
+        if not networks_only:
+            out["image_compressor"] = image.cls(image.config)
+            if target is not None:
+                out["target_image_compressor"] = target.cls(target.config)
         tokens = recipe["token_compressor"]
         out["token_compressor"] = tokens.cls(
             tokens.config, in_channels=context_spec.channels,
@@ -371,7 +381,7 @@ def check_recipe(recipe: Recipe) -> list[str]:
         return errors
     # Building on the meta device runs every constructor's own validation for free.
     try:
-        build_components(recipe, image_size, device="meta")
+        build_components(recipe, image_size, device="meta", networks_only=True)
     except (ValueError, TypeError, KeyError) as error:
         errors.append(f"model: the components do not fit together: {error}")
     return errors
@@ -382,13 +392,19 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
 
 
 def summary(recipe: Recipe) -> dict[str, Any]:
-    """Parameter counts per component (built on the meta device) and the representation size."""
+    """Parameter counts of the trained networks (built on the meta device: no memory, no weights
+    read) and the representation size. Frozen autoencoders are listed by name, not counted, as in
+    the paper."""
     image_size = image_size_of(recipe["dataset"].config)
-    components = build_components(recipe, image_size, device="meta")
+    components = build_components(recipe, image_size, device="meta", networks_only=True)
     rows: dict[str, Any] = {}
-    for section in ("image_compressor", "target_image_compressor", "token_compressor", "decoder"):
-        if section in components:
-            rows[section] = {"name": recipe[section].name, "parameters": count_parameters(components[section])}
+    for section in ("image_compressor", "target_image_compressor"):
+        spec = recipe.component(section)
+        if spec is not None:
+            rows[section] = {"name": spec.name, "parameters": None, "latent": dataclasses.asdict(
+                spec.cls.latent_spec(spec.config))}
+    for section in ("token_compressor", "decoder"):
+        rows[section] = {"name": recipe[section].name, "parameters": count_parameters(components[section])}
     num_tokens, token_dim = recipe["token_compressor"].cls.token_shape(recipe["token_compressor"].config)
     trainable = rows["token_compressor"]["parameters"] + rows["decoder"]["parameters"]
     return {

@@ -14,6 +14,9 @@ class EvalConfig:
         index: evaluation index JSON (``{scene: {context: [...], target: [...]}}``); empty = write
             a deterministic one for ``split`` into the output directory.
         max_scenes: evaluate at most this many scenes (0 = all in the index).
+        context_views: context views per scene of a generated index (0 = the dataset's).
+        target_views: contiguous target frames per scene of a generated index (0 = the dataset's);
+            target frames that are also context frames are not scored.
         batch_size: scenes per forward pass.
         steps: sampler steps (0 = the sampler's default).
         strategy: rollout strategy for long target clips.
@@ -29,6 +32,8 @@ class EvalConfig:
     split: str = "test"
     index: str = ""
     max_scenes: int = 0
+    context_views: int = 0
+    target_views: int = 0
     batch_size: int = 4
     steps: int = 0
     strategy: str = "full_sequence"

@@ -114,3 +114,26 @@ class CameraPatchEmbed(nn.Module):
         else:
             grouped = group_frames(rays, frame_groups, self.frames_per_token)
         return self.embed_ray_maps(grouped)
+
+
+def camera_patch_for_grid(camera_resolution: int, camera_patch_size: int, grid_rows: int, grid_name: str) -> int:
+    """The ray-map patch size that gives one camera token per token of a ``grid_rows``-row grid.
+
+    ``camera_patch_size=0`` derives it (``camera_resolution / grid_rows``), so a recipe can swap
+    image compressors with different spatial factors without re-tuning the camera embedding;
+    an explicit value is checked against the grid.
+    """
+    if camera_patch_size == 0:
+        if camera_resolution % grid_rows:
+            raise ValueError(
+                f"camera_resolution {camera_resolution} is not divisible by the {grid_rows} rows of the "
+                f"{grid_name}; choose a camera_resolution that is a multiple of {grid_rows}"
+            )
+        return camera_resolution // grid_rows
+    if camera_resolution // camera_patch_size != grid_rows:
+        raise ValueError(
+            f"camera grid does not align with the {grid_name}: camera_resolution {camera_resolution} / "
+            f"camera_patch_size {camera_patch_size} = {camera_resolution // camera_patch_size} rows, but the "
+            f"{grid_name} has {grid_rows} rows (set camera_patch_size: 0 to derive it)"
+        )
+    return camera_patch_size

@@ -39,6 +39,8 @@ class TrainConfig:
         validate_every: steps between validation renders (0 = only at the end).
         num_workers: DataLoader workers.
         compile: wrap the networks in ``torch.compile`` (opt-in; slow first step).
+        latent_cache: directory written by ``scenetok data cache``; when set, training reads
+            precomputed latents instead of images and never runs the (frozen) image compressor.
     """
 
     steps: int = 1000
@@ -68,6 +70,7 @@ class TrainConfig:
     validate_every: int = 0
     num_workers: int = 0
     compile: bool = False
+    latent_cache: str = ""
 
     def __post_init__(self) -> None:
         if self.decay not in ("constant", "multistep", "cosine"):

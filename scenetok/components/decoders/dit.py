@@ -31,7 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 from scenetok.interfaces import Decoder, LatentSpec
 from scenetok.nn.attention import CrossAttention, SelfAttention
-from scenetok.nn.camera import RAY_MAP_KINDS, CameraPatchEmbed
+from scenetok.nn.camera import RAY_MAP_KINDS, CameraPatchEmbed, camera_patch_for_grid
 from scenetok.nn.layers import (
     AdaLNModulation,
     RMSNorm,
@@ -118,7 +118,7 @@ class DiTDecoder(Decoder):
             camera_resolution: height in pixels of the ray map rendered per raw frame (128 in the
                 paper); its width follows the latent aspect ratio.
             camera_patch_size: ray-map pixels per camera token (16 for 8x8 latents, 8 for 16x16);
-                ``camera_resolution / camera_patch_size`` must equal ``h / patch_size``.
+                ``camera_resolution / camera_patch_size`` must equal ``h / patch_size``; 0 derives it.
             camera_kind: ``"ray"`` ([direction, origin], the paper) or ``"plucker"``.
             qk_norm: RMSNorm over head dims of queries/keys (on in the paper).
             norm_eps: RMSNorm epsilon (1e-6 in the paper's renderer).
@@ -150,7 +150,7 @@ class DiTDecoder(Decoder):
 
         def __post_init__(self) -> None:
             for name in ("width", "depth", "heads", "patch_size", "window", "rope_chunks",
-                         "camera_resolution", "camera_patch_size"):
+                         "camera_resolution"):
                 if getattr(self, name) < 1:
                     raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
             if self.mlp_ratio <= 0:
@@ -165,7 +165,9 @@ class DiTDecoder(Decoder):
                 raise ValueError(f"window ({self.window}) must be divisible by rope_chunks ({self.rope_chunks})")
             if self.camera_kind not in RAY_MAP_KINDS:
                 raise ValueError(f"camera_kind must be one of {RAY_MAP_KINDS}, got {self.camera_kind!r}")
-            if self.camera_resolution % self.camera_patch_size:
+            if self.camera_patch_size < 0:
+                raise ValueError(f"camera_patch_size must be >= 0 (0 = derive), got {self.camera_patch_size}")
+            if self.camera_patch_size and self.camera_resolution % self.camera_patch_size:
                 raise ValueError(
                     f"camera_resolution ({self.camera_resolution}) must be a multiple of "
                     f"camera_patch_size ({self.camera_patch_size})"
@@ -199,18 +201,13 @@ class DiTDecoder(Decoder):
         if h % p or w % p:
             raise ValueError(f"latent size {self.latent_size} is not divisible by patch_size {p}")
         self.grid_size = (h // p, w // p)
-        camera_grid_h = config.camera_resolution // config.camera_patch_size
-        if camera_grid_h != self.grid_size[0]:
-            raise ValueError(
-                f"camera grid does not align with the latent token grid: camera_resolution "
-                f"{config.camera_resolution} / camera_patch_size {config.camera_patch_size} = "
-                f"{camera_grid_h} rows, but latent height {h} / patch_size {p} = {self.grid_size[0]} rows"
-            )
+        self.camera_patch_size = camera_patch_for_grid(config.camera_resolution, config.camera_patch_size,
+                                                       self.grid_size[0], "latent token grid")
         self.head_dim = config.width // config.heads
 
         self.camera_embed = CameraPatchEmbed(
-            config.width, config.camera_patch_size,
-            map_size=(config.camera_resolution, self.grid_size[1] * config.camera_patch_size),
+            config.width, self.camera_patch_size,
+            map_size=(config.camera_resolution, self.grid_size[1] * self.camera_patch_size),
             kind=config.camera_kind, frames_per_token=self.latent_spec.temporal_factor,
             legacy_channel_order=config.camera_legacy_channel_order,
         )

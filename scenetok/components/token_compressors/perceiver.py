@@ -36,7 +36,7 @@ from torch.utils.checkpoint import checkpoint
 
 from scenetok.interfaces import DiagonalGaussian, TokenCompressor
 from scenetok.nn.attention import CrossAttention, SelfAttention
-from scenetok.nn.camera import RAY_MAP_KINDS, CameraPatchEmbed
+from scenetok.nn.camera import RAY_MAP_KINDS, CameraPatchEmbed, camera_patch_for_grid
 from scenetok.nn.layers import AdaLNModulation, RMSNorm, SwiGLU, modulate, swiglu_hidden_dim
 from scenetok.nn.rope import RopeTable, rope_2d_table
 from scenetok.types import Cameras
@@ -120,7 +120,7 @@ class PerceiverCompressor(TokenCompressor):
                 its width follows the latent aspect ratio.
             camera_patch_size: ray-map pixels per camera token (16 in the paper). The camera-token
                 grid must equal the view-token grid: ``camera_resolution / camera_patch_size ==
-                h / patch_size``.
+                h / patch_size``; 0 derives it from that equation.
             camera_kind: ``"ray"`` ([direction, origin], the paper) or ``"plucker"``.
             scene_token_init_std: std of the normal init of the learned scene queries (5.0: the
                 paper's "large" init keeps the queries distinct from the start).
@@ -149,7 +149,7 @@ class PerceiverCompressor(TokenCompressor):
 
         def __post_init__(self) -> None:
             for name in ("width", "depth", "heads", "num_tokens", "token_dim", "patch_size",
-                         "camera_resolution", "camera_patch_size"):
+                         "camera_resolution"):
                 if getattr(self, name) < 1:
                     raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
             if self.mlp_ratio <= 0:
@@ -161,7 +161,9 @@ class PerceiverCompressor(TokenCompressor):
                 )
             if self.camera_kind not in RAY_MAP_KINDS:
                 raise ValueError(f"camera_kind must be one of {RAY_MAP_KINDS}, got {self.camera_kind!r}")
-            if self.camera_resolution % self.camera_patch_size:
+            if self.camera_patch_size < 0:
+                raise ValueError(f"camera_patch_size must be >= 0 (0 = derive), got {self.camera_patch_size}")
+            if self.camera_patch_size and self.camera_resolution % self.camera_patch_size:
                 raise ValueError(
                     f"camera_resolution ({self.camera_resolution}) must be a multiple of "
                     f"camera_patch_size ({self.camera_patch_size})"
@@ -189,21 +191,16 @@ class PerceiverCompressor(TokenCompressor):
         if h % p or w % p:
             raise ValueError(f"latent size {self.latent_size} is not divisible by patch_size {p}")
         self.grid_size = (h // p, w // p)
-        camera_grid_h = config.camera_resolution // config.camera_patch_size
-        if camera_grid_h != self.grid_size[0]:
-            raise ValueError(
-                f"camera grid does not align with the view-token grid: camera_resolution "
-                f"{config.camera_resolution} / camera_patch_size {config.camera_patch_size} = "
-                f"{camera_grid_h} rows, but latent height {h} / patch_size {p} = {self.grid_size[0]} rows"
-            )
+        self.camera_patch_size = camera_patch_for_grid(config.camera_resolution, config.camera_patch_size,
+                                                       self.grid_size[0], "view-token grid")
         self.head_dim = config.width // config.heads
 
         self.scene_queries = nn.Parameter(torch.empty(1, config.num_tokens, config.width))
         self.view_embed = PatchEmbed(img_size=None, patch_size=p, in_chans=in_channels,
                                      embed_dim=config.width, flatten=True)
         self.camera_embed = CameraPatchEmbed(
-            config.width, config.camera_patch_size,
-            map_size=(config.camera_resolution, self.grid_size[1] * config.camera_patch_size),
+            config.width, self.camera_patch_size,
+            map_size=(config.camera_resolution, self.grid_size[1] * self.camera_patch_size),
             kind=config.camera_kind,
         )
         mlp_hidden = swiglu_hidden_dim(config.width, config.mlp_ratio)

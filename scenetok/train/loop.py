@@ -1,0 +1,533 @@
+"""The one training loop (no Lightning): ``scenetok train RECIPE --run DIR``.
+
+* AdamW, warm-up + decay, gradient clipping, bf16 autocast where supported, accumulation, EMA,
+  compressor freeze after N steps, KL weight schedule.
+* A step whose gradients are NaN/Inf (or whose norm exceeds ``train.skip_grad_norm``) is skipped
+  and counted; ``train.max_consecutive_skips`` in a row abort the run with a clear message, and
+  the last good checkpoint stays the newest one.
+* Exact resume: everything random in a step is drawn from generators seeded by
+  ``(seed, step, rank)`` and the data order is a function of the step, so re-running the same
+  command on the same run directory continues bit-for-bit where the last checkpoint left off.
+* SIGINT/SIGTERM write a checkpoint before exiting.
+* ``torchrun --nproc_per_node N`` runs DistributedDataParallel (gloo on CPU, nccl on GPU), with
+  per-rank data and rank-0-only logging and checkpointing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from scenetok.recipe import Recipe, RecipeError, load_recipe, load_recipe_dict
+from scenetok.train.config import TrainConfig
+from scenetok.types import SceneBatch, collate_scenes
+
+log = logging.getLogger(__name__)
+
+#: Keys of ``train`` that may change between the original command and a resume.
+RESUMABLE_CHANGES = {"steps", "minutes", "log_every", "checkpoint_every", "keep_checkpoints",
+                     "validate_every", "num_workers"}
+
+
+class TrainingAborted(RuntimeError):
+    """Too many consecutive skipped steps (NaN/Inf or huge gradients)."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    reason: str  # "finished", "budget", "interrupted", "aborted"
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed helpers
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed() -> DistributedContext:
+    """Join the process group if launched by ``torchrun`` (``WORLD_SIZE`` > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistributedContext()
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    context = DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank)
+    log.info("distributed: rank %d of %d (%s)", context.rank, context.world_size, backend)
+    return context
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+
+class StepBatchSampler:
+    """Yields the ``(epoch, index)`` keys of each step's micro-batches, as a pure function of the step.
+
+    Each epoch is a seeded permutation of the dataset; global position ``p`` of the stream is
+    shared by all ranks and each rank takes its own slice, so resuming at step ``s`` only needs
+    ``s`` (no loader state).
+    """
+
+    def __init__(self, size: int, batch_size: int, accumulation: int, context: DistributedContext,
+                 seed: int, start_step: int, end_step: int | None):
+        if size <= 0:
+            raise ValueError("the training dataset is empty")
+        self.size, self.batch, self.accumulation = size, batch_size, accumulation
+        self.context, self.seed = context, seed
+        self.start_step, self.end_step = start_step, end_step
+        self._permutations: dict[int, torch.Tensor] = {}
+
+    def _index(self, position: int) -> tuple[int, int]:
+        epoch, offset = divmod(position, self.size)
+        if epoch not in self._permutations:
+            self._permutations = {epoch: torch.randperm(self.size, generator=torch.Generator().manual_seed(
+                self.seed * 1_000_003 + epoch))}
+        return epoch, int(self._permutations[epoch][offset])
+
+    def batch_indices(self, step: int, micro: int) -> list[tuple[int, int]]:
+        per_step = self.batch * self.accumulation * self.context.world_size
+        start = step * per_step + (micro * self.context.world_size + self.context.rank) * self.batch
+        return [self._index(p) for p in range(start, start + self.batch)]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start_step
+        while self.end_step is None or step < self.end_step:
+            for micro in range(self.accumulation):
+                yield self.batch_indices(step, micro)
+            step += 1
+
+
+class EpochIndexed(torch.utils.data.Dataset):
+    """Lets a batch sampler address samples as ``(epoch, index)``: the dataset's view selection
+    depends on ``(seed, epoch, index)`` (see ``SceneDataset.set_epoch``), so every epoch sees new
+    views of each scene and the sample of a step never depends on loader state. Corrupt samples
+    are skipped (and reported) by the dataset itself."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainer
+# ----------------------------------------------------------------------------------------------
+
+
+def networks_of(model: nn.Module) -> nn.ModuleDict:
+    """The trained networks (token compressor + decoder) as one container for checkpoints/EMA.
+
+    Frozen autoencoders are not stored: their weights come from their own files.
+    """
+    return nn.ModuleDict({"token_compressor": model.token_compressor, "decoder": model.decoder})
+
+
+def resolve_precision(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or ``None`` for fp32."""
+    if config.precision == "fp32":
+        return None
+    if config.precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return None  # CPU "auto": fp32 (bf16 autocast on CPU is opt-in via precision: bf16)
+
+
+class Trainer:
+    """Runs :class:`~scenetok.model.SceneTok` training for one recipe in one run directory."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, progress: bool = True,
+                 context: DistributedContext | None = None):
+        from scenetok.datasets import build_dataset
+        from scenetok.model import SceneTok
+        from scenetok.train.ema import EMA, EMAConfig
+        from scenetok.train.schedules import LRScheduleConfig, build_lr_scheduler
+
+        self.recipe = recipe
+        self.config: TrainConfig = recipe.sections["train"]
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.context = context or DistributedContext()
+        self.device = torch.device(f"cuda:{self.context.local_rank}" if torch.cuda.is_available() else "cpu")
+        self.autocast_dtype = resolve_precision(self.config, self.device)
+
+        torch.manual_seed(recipe.seed)
+        self.model = SceneTok(recipe).to(self.device)
+        self.networks = networks_of(self.model)
+        if self.config.compile:
+            # In-place compilation keeps parameter names (and so checkpoints) unchanged.
+            self.model.token_compressor.compile()
+            self.model.decoder.compile()
+        self.dataset = EpochIndexed(self._training_data(build_dataset))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=self.config.lr, betas=tuple(self.config.betas),
+                                           weight_decay=self.config.weight_decay)
+        self.scheduler = build_lr_scheduler(self.optimizer, LRScheduleConfig(
+            warmup_steps=self.config.warmup_steps, warmup_start_factor=self.config.warmup_factor,
+            decay=self.config.decay, milestones=list(self.config.milestones), gamma=self.config.gamma,
+            decay_steps=max(1, self.config.steps - self.config.warmup_steps), min_factor=self.config.min_lr_factor,
+        ))
+        self.ema = EMA(self.networks, EMAConfig(decay=self.config.ema_decay, warmup=True)) \
+            if self.config.ema_decay > 0 else None
+        self.step = 0
+        self.skipped_total = 0
+        self.consecutive_skips = 0
+        self._stop_signal: str | None = None
+        self._last_saved_step: int | None = None
+        self.ddp_model: nn.Module = self.model
+        if self.context.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+
+    def _training_data(self, build_dataset: Any) -> Any:
+        if not self.config.latent_cache:
+            return build_dataset(self.recipe, split="train")
+        from scenetok.data.cache import CachedLatentDataset
+
+        if self.recipe.component("target_image_compressor") is not None:
+            raise RecipeError(["train.latent_cache: a latent cache holds one compressor's latents; this recipe "
+                               "uses a separate target_image_compressor"])
+        log.info("training on cached latents from %s", self.config.latent_cache)
+        return CachedLatentDataset(self.config.latent_cache, expect_compressor=self.recipe["image_compressor"].name)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        from scenetok.train.checkpoint import capture_rng_state
+
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": capture_rng_state(),
+            "step": self.step,
+            "skipped_total": self.skipped_total,
+            "compressor_frozen": self.model.compressor_frozen,
+            "ema_num_updates": self.ema.num_updates if self.ema else 0,
+        }
+
+    def save(self) -> Path | None:
+        if not self.context.is_main:
+            return None
+        from scenetok.train.checkpoint import save_checkpoint
+
+        tensors = {"model": self.networks.state_dict()}
+        if self.ema is not None:
+            tensors["ema"] = self.ema.state_dict()
+        path = save_checkpoint(self.run_dir, self.step, tensors, self.state(), self.recipe.resolved(),
+                               keep_last=self.config.keep_checkpoints)
+        self._last_saved_step = self.step
+        log.info("checkpoint: %s", path)
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest valid checkpoint of the run, if any. Returns whether it resumed."""
+        from scenetok.train.checkpoint import list_checkpoints, load_checkpoint, restore_rng_state
+
+        if not list_checkpoints(self.run_dir):
+            return False
+        checkpoint = load_checkpoint(self.run_dir, map_location=self.device)
+        self.networks.load_state_dict(checkpoint.tensors["model"])
+        if self.ema is not None and "ema" in checkpoint.tensors:
+            self.ema.load_state_dict(checkpoint.tensors["ema"], num_updates=checkpoint.state.get("ema_num_updates"))
+        if checkpoint.state.get("compressor_frozen"):
+            self.model.freeze_compressor()
+        self.optimizer.load_state_dict(checkpoint.state["optimizer"])
+        self.scheduler.load_state_dict(checkpoint.state["scheduler"])
+        restore_rng_state(checkpoint.state["rng"])
+        self.step = int(checkpoint.state["step"])
+        self._last_saved_step = self.step
+        self.skipped_total = int(checkpoint.state.get("skipped_total", 0))
+        log.info("resumed from %s at step %d", checkpoint.path, self.step)
+        return True
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def _generator(self, micro: int) -> torch.Generator:
+        seed = (self.recipe.seed * 1_000_003 + self.step) * 64 + micro * 8 + self.context.rank
+        return torch.Generator(device="cpu").manual_seed(seed)
+
+    def kl_weight(self) -> float:
+        from scenetok.train.schedules import KLWeightScheduleConfig, kl_weight
+
+        w0, w1 = self.config.kl_weights
+        s0, s1 = self.config.kl_schedule
+        return kl_weight(self.step, KLWeightScheduleConfig(w0, w1, s0, max(s0, s1)))
+
+    def train_step(self, micro_batches: list[SceneBatch]) -> dict[str, float]:
+        """One optimiser step over ``grad_accumulation`` micro-batches."""
+        cfg = self.config
+        if cfg.freeze_compressor_after and self.step >= cfg.freeze_compressor_after and not self.model.compressor_frozen:
+            log.info("step %d: freezing the token compressor", self.step)
+            self.model.freeze_compressor()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = {"loss": 0.0, "mse": 0.0, "kl": 0.0}
+        kl_weight = self.kl_weight()
+        for micro, batch in enumerate(micro_batches):
+            batch = batch.to(self.device)
+            sync = contextlib.nullcontext()
+            if self.context.enabled and micro < len(micro_batches) - 1:
+                sync = self.ddp_model.no_sync()  # type: ignore[operator]
+            autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype \
+                else contextlib.nullcontext()
+            with sync, autocast:
+                out = self.ddp_model(batch, kl_weight=kl_weight, generator=self._generator(micro))
+            with sync:
+                (out["loss"] / len(micro_batches)).backward()
+            for key in totals:
+                totals[key] += float(out[key].detach()) / len(micro_batches)
+
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+        bad = not math.isfinite(grad_norm) or not math.isfinite(totals["loss"])
+        huge = cfg.skip_grad_norm > 0 and grad_norm > cfg.skip_grad_norm
+        skipped = bad or huge
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_total += 1
+            self.consecutive_skips += 1
+            log.warning("step %d skipped (%s, grad norm %.3g); %d in a row", self.step,
+                        "non-finite" if bad else "huge gradient", grad_norm, self.consecutive_skips)
+            if self.consecutive_skips >= cfg.max_consecutive_skips:
+                raise TrainingAborted(
+                    f"{self.consecutive_skips} consecutive steps skipped (last: {'NaN/Inf' if bad else 'huge'} "
+                    f"gradients, norm {grad_norm:.3g}) at step {self.step}. The last good checkpoint in "
+                    f"{self.run_dir / 'checkpoints'} is kept. Lower train.lr, raise train.grad_clip or check the data."
+                )
+        else:
+            self.optimizer.step()
+            self.consecutive_skips = 0
+            if self.ema is not None:
+                self.ema.update(self.networks)
+        self.scheduler.step()
+        self.step += 1
+        return {**totals, "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"],
+                "skipped": float(skipped), "kl_weight": kl_weight}
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _loader(self, end_step: int | None) -> Iterable[SceneBatch]:
+        sampler = StepBatchSampler(len(self.dataset), self.config.batch_size, self.config.grad_accumulation,
+                                   self.context, self.recipe.seed, self.step, end_step)
+        return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate_scenes,
+                                           num_workers=self.config.num_workers,
+                                           persistent_workers=self.config.num_workers > 0)
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        previous = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            self._stop_signal = signal.Signals(signum).name
+            log.warning("%s received: finishing this step and writing a checkpoint", self._stop_signal)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not in the main thread
+                previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    def fit(self) -> TrainResult:
+        from scenetok.hookspecs import get_plugin_manager
+
+        cfg = self.config
+        hooks = get_plugin_manager().hook
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.context.is_main:
+            self.recipe.dump(self.run_dir / "recipe.yaml")
+        end_step = cfg.steps if cfg.steps > 0 else None
+        deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes > 0 else None
+        previous_handlers = self._install_signal_handlers()
+        metrics_path = self.run_dir / "metrics.jsonl"
+        hooks.scenetok_on_train_start(trainer=self)
+        reason = "finished"
+        last: dict[str, float] = {}
+        bar = None
+        if self.progress and self.context.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=end_step, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        started, started_step = time.monotonic(), self.step
+        try:
+            micro_batches: list[SceneBatch] = []
+            for batch in self._loader(end_step):
+                micro_batches.append(batch)
+                if len(micro_batches) < cfg.grad_accumulation:
+                    continue
+                last = self.train_step(micro_batches)
+                micro_batches = []
+                elapsed = time.monotonic() - started
+                last["steps_per_s"] = (self.step - started_step) / max(elapsed, 1e-9)
+                hooks.scenetok_on_train_step_end(trainer=self, step=self.step, metrics=last)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.1e}")
+                if self.context.is_main and (self.step % cfg.log_every == 0 or self.step == 1):
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps({"step": self.step, "time": round(elapsed, 3), **last}) + "\n")
+                if cfg.validate_every and self.step % cfg.validate_every == 0 and self.context.is_main:
+                    self.validate()
+                if self._stop_signal:
+                    reason = "interrupted"
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    reason = "budget"
+                    break
+                if self.step % cfg.checkpoint_every == 0 and self.consecutive_skips == 0:
+                    self.save()  # never checkpoint inside a streak of skipped steps
+        except TrainingAborted as error:
+            log.error("%s", error)
+            reason = "aborted"
+        finally:
+            if bar is not None:
+                bar.close()
+            for sig, old in previous_handlers.items():
+                signal.signal(sig, old)
+        if reason != "aborted" and self._last_saved_step != self.step:
+            self.save()
+        hooks.scenetok_on_train_end(trainer=self)
+        if self.context.is_main:
+            self._write_loss_curve(metrics_path)
+        return TrainResult(self.run_dir, self.step, reason, last)
+
+    def _write_loss_curve(self, metrics_path: Path) -> None:
+        if not metrics_path.exists():
+            return
+        try:
+            from scenetok.render_io import loss_curve_png
+
+            loss_curve_png(metrics_path, self.run_dir / "loss.png")
+        except Exception as error:  # noqa: BLE001 - a plot must never fail a finished run
+            log.warning("could not draw the loss curve: %s", error)
+
+    @torch.no_grad()
+    def validate(self, scenes: int = 2) -> Path | None:
+        """Render a few validation scenes into ``validation/step_XXXXXX.png``."""
+        from scenetok.datasets import build_dataset
+        from scenetok.eval.report import write_grid
+
+        dataset = build_dataset(self.recipe, split="validation")
+        batch = collate_scenes([dataset[i] for i in range(min(scenes, len(dataset)))]).to(self.device)
+        self.model.eval()
+        prediction = self.model.reconstruct(batch, generator=torch.Generator().manual_seed(0))
+        out = self.run_dir / "validation" / f"step_{self.step:06d}.png"
+        write_grid(out, batch, {"model": prediction.cpu()})
+        return out
+
+
+def _check_resume_compatible(stored: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to resume a run with a recipe that changes anything but run-length settings."""
+    differences = []
+    for section in sorted(set(stored) | set(current)):
+        if section == "provenance":
+            continue
+        old, new = stored.get(section), current.get(section)
+        if isinstance(old, dict) and isinstance(new, dict):
+            for key in sorted(set(old) | set(new)):
+                if old.get(key) != new.get(key) and not (section == "train" and key in RESUMABLE_CHANGES):
+                    differences.append(f"{section}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
+        elif old != new:
+            differences.append(f"{section}: {old!r} -> {new!r}")
+    if differences:
+        raise RecipeError([f"{run_dir} was trained with a different recipe; resuming would mix two "
+                           f"experiments. Differences: " + "; ".join(differences)
+                           + ". Use a new --run directory."])
+
+
+def train_recipe(recipe_path: str | Path, overrides: Iterable[str] = (), run_dir: str | Path = "runs/default",
+                 progress: bool = True) -> TrainResult:
+    """Train (or resume) ``recipe_path`` with ``overrides`` in ``run_dir``."""
+    context = init_distributed()
+    run_dir = Path(run_dir)
+    recipe = load_recipe(recipe_path, list(overrides))
+    stored_path = run_dir / "recipe.yaml"
+    if stored_path.exists():
+        import yaml
+
+        stored = yaml.safe_load(stored_path.read_text())
+        _check_resume_compatible(stored, recipe.resolved(), run_dir)
+    trainer = Trainer(recipe, run_dir, progress=progress, context=context)
+    trainer.resume()
+    try:
+        return trainer.fit()
+    finally:
+        if context.enabled:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def load_trained(run_or_checkpoint: str | Path, overrides: Iterable[str] = (), ema: bool = True,
+                 device: str | torch.device = "cpu") -> tuple[Any, Recipe, int]:
+    """Load a trained SceneTok from a run or checkpoint directory (EMA weights if present).
+
+    Returns ``(model, recipe, step)``. The recipe stored in the checkpoint is used, with
+    ``overrides`` applied (e.g. ``eval.steps=10``); the checkpoint's sampler process is checked
+    against the recipe's, so a model trained with ``flow`` is never rendered with ``ddpm``.
+    """
+    from scenetok.model import SceneTok
+    from scenetok.train.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(run_or_checkpoint, map_location=device)
+    stored = dict(checkpoint.recipe)
+    stored.pop("provenance", None)
+    recipe = load_recipe_dict(stored, source=f"{checkpoint.path}/recipe", overrides=list(overrides))
+    trained = checkpoint.recipe.get("sampler", {})
+    trained_recipe = load_recipe_dict({**stored}, source=f"{checkpoint.path}/recipe")
+    trained_process = trained_recipe["sampler"].cls.process(trained_recipe["sampler"].config)
+    wanted_process = recipe["sampler"].cls.process(recipe["sampler"].config)
+    if trained_process != wanted_process:
+        raise RecipeError([f"sampler: the checkpoint was trained with the {trained.get('name')!r} sampler "
+                           f"(process {trained_process}); it cannot be rendered with process "
+                           f"{wanted_process}. Retrain with that sampler instead."])
+    model = SceneTok(recipe).to(device)
+    state = checkpoint.tensors["ema"] if ema and "ema" in checkpoint.tensors else checkpoint.tensors["model"]
+    networks_of(model).load_state_dict(state)
+    model.eval()
+    return model, recipe, checkpoint.step
