@@ -340,19 +340,25 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-def build_config(config_cls: type, values: Mapping[str, Any], where: str, errors: list[str],
-                 defaults: Any | None = None) -> Any | None:
+def build_config(config_cls: type, values: Mapping[str, Any], prefix: str, errors: list[str],
+                 defaults: Any | None = None, origin: Any = None) -> Any | None:
     """Strictly merge ``values`` into ``config_cls`` defaults, collecting one error per bad key.
 
-    ``where(key)`` names the file and dotted key of an error.
+    Errors read ``"<file>: <prefix>.<key>: <problem>"``; ``origin(dotted_key)`` names the file that
+    set a key (default: no file).
     """
+
+    def where(key: str | None = None) -> str:
+        dotted = f"{prefix}.{key}" if key else prefix
+        return f"{origin(dotted)}: {dotted}" if origin else dotted
+
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         merged = OmegaConf.structured(defaults if defaults is not None else config_cls)
     except (OmegaConfBaseException, ValueError, TypeError) as error:
-        errors.append(f"{where}: cannot build the config schema {config_cls.__qualname__}: {_first_line(error)}")
+        errors.append(f"{where()}: cannot build the config schema {config_cls.__qualname__}: {_first_line(error)}")
         return None
     ok = True
     known = {f.name for f in dataclasses.fields(config_cls)}
@@ -362,26 +368,24 @@ def build_config(config_cls: type, values: Mapping[str, Any], where: str, errors
 
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            errors.append(f"{where}.{key}: unknown key.{hint} Valid keys: {', '.join(sorted(known))}")
+            errors.append(f"{where(key)}: unknown key.{hint} Valid keys: {', '.join(sorted(known))}")
             ok = False
             continue
         try:
             merged = OmegaConf.merge(merged, {key: value})
         except OmegaConfBaseException as error:
-            errors.append(f"{where}.{key}: {_first_line(error)} (got {value!r})")
+            errors.append(f"{where(key)}: {_first_line(error)} (got {value!r})")
             ok = False
     if not ok:
         return None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
-        errors.extend(f"{where}.{key}: required value is missing" for key in missing)
+        errors.extend(f"{where(key)}: required value is missing" for key in missing)
         return None
     try:
         return OmegaConf.to_object(merged)
-    except (ValueError, TypeError) as error:
-        errors.append(f"{where}: {_first_line(error)}")
-    except OmegaConfBaseException as error:
-        errors.append(f"{where}: {_first_line(error)}")
+    except (ValueError, TypeError, OmegaConfBaseException) as error:
+        errors.append(f"{where()}: {_first_line(error)}")
     return None
 
 
@@ -452,7 +456,7 @@ def validate(composed: ComposedRecipe, check_hooks: bool = True) -> Recipe:
         except (ValueError, TypeError, KeyError) as error:
             errors.append(f"{where(section + '.preset')}: {_first_line(error)}")
             continue
-        config = build_config(cls.Config, values, where(section), errors, defaults=defaults)
+        config = build_config(cls.Config, values, section, errors, defaults=defaults, origin=composed.origin)
         if config is not None:
             components[section] = ComponentSpec(section, kind, name, cls, config, preset,
                                                 registry.provider_of(kind, name))
@@ -464,7 +468,7 @@ def validate(composed: ComposedRecipe, check_hooks: bool = True) -> Recipe:
             errors.append(f"{where(section)}: must be a mapping, got {node!r}")
             continue
         config_cls = _import_attr(target)
-        config = build_config(config_cls, node, where(section), errors)
+        config = build_config(config_cls, node, section, errors, origin=composed.origin)
         if config is not None:
             sections[section] = config
 
