@@ -340,8 +340,9 @@ class SceneDataset(Component, torch.utils.data.Dataset, abc.ABC):
     max_skip_attempts: ClassVar[int] = 16
 
     def frame_cameras(self, scene: str) -> Cameras | None:
-        """All frames' cameras (batch shape ``(num_frames,)``) when they are cheap to get without
-        decoding images, else ``None``. Used for farthest-point view sampling and camera paths."""
+        """All frames' cameras (batch shape ``(num_frames,)``, intrinsics exactly as ``load_views``
+        returns them) when they are cheap to get without decoding images, else ``None``. Used for
+        farthest-point view sampling and camera paths."""
         return None
 
     @property
@@ -434,7 +435,12 @@ class SceneDataset(Component, torch.utils.data.Dataset, abc.ABC):
 
     def load_sample(self, item: int) -> dict[str, Any]:
         """Sample ``item`` without skip handling (raises :class:`CorruptSampleError`)."""
-        scene, context, target = self.select_views(item)
+        return self.load_selection(*self.select_views(item))
+
+    def load_selection(self, scene: str, context: list[int], target: list[int]) -> dict[str, Any]:
+        """The sample dict for explicit ``context`` / ``target`` frames of ``scene``: the one place
+        training, evaluation and rendering load views through (override it to post-process
+        samples). Raises :class:`CorruptSampleError`."""
         frames = sorted(set(context) | set(target))
         num_frames = self.num_frames(scene)
         if frames[-1] >= num_frames:

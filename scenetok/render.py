@@ -112,11 +112,11 @@ def render_run(run: str | Path, out_dir: str | Path | None = None, scene: str | 
     context_ids, target_ids = sample_evaluation_views(
         dataset.num_frames(scene), dataset_config.context_views,
         frames if trajectory == "targets" else dataset_config.target_views, seed=0, scene=scene)
-    context = views_from_sample(dataset.load_views(scene, context_ids))
+    sample = dataset.load_selection(scene, context_ids, target_ids)
+    context = views_from_sample(sample["context"])
     dataset_targets = None
     if trajectory == "targets":
-        loaded = dataset.load_views(scene, target_ids)
-        dataset_targets = Cameras(loaded["extrinsics"], loaded["intrinsics"])
+        dataset_targets = Cameras(sample["target"]["extrinsics"], sample["target"]["intrinsics"])
     cameras = trajectory_cameras(trajectory, context.cameras[0], frames, dataset_targets)
     target = Views(images=None, cameras=Cameras(cameras.extrinsics[None], cameras.intrinsics[None]),
                    indices=torch.arange(frames)[None])

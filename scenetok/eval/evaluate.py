@@ -44,8 +44,7 @@ def evaluation_sample(dataset: Any, scene: str, context: list[int], target: list
         target = [t for t in target if t not in set(context)]
     if not target:
         return None
-    return {"scene": scene, "context": dataset.load_views(scene, list(context)),
-            "target": dataset.load_views(scene, list(target))}
+    return dataset.load_selection(scene, list(context), target)
 
 
 def evaluate_model(model: Any, dataset: Any, entries: Iterable[Any], *, config: Any, out_dir: Path,

@@ -153,10 +153,20 @@ class RE10KDataset(SceneDataset):
             self._num_frames[scene] = int(self._scene_record(scene)["cameras"].shape[0])
         return self._num_frames[scene]
 
-    def frame_cameras(self, scene: str) -> Cameras:
-        # Cameras before the crop shim: the crop changes intrinsics, not poses (good enough for
-        # view selection and camera paths).
-        return re10k_rows_to_cameras(self._scene_record(scene)["cameras"])
+    def frame_cameras(self, scene: str) -> Cameras | None:
+        """All frames' cameras with intrinsics for the configured crop, as ``load_views`` returns
+        them (the frame size comes from the first image's header); ``None`` if it is unreadable."""
+        record = self._scene_record(scene)
+        cameras = re10k_rows_to_cameras(record["cameras"])
+        try:
+            first = record["images"][0]
+            raw = first.numpy().tobytes() if isinstance(first, Tensor) else bytes(first)
+            with Image.open(io.BytesIO(raw)) as handle:  # reads the header only
+                plan = plan_crop((handle.height, handle.width), (self.config.height, self.config.width))
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, IndexError):
+            return None
+        intrinsics = torch.stack([crop_intrinsics(k, plan) for k in cameras.intrinsics])
+        return Cameras(cameras.extrinsics, intrinsics)
 
     def load_views(self, scene: str, indices: list[int]) -> dict[str, Tensor]:
         record = self._scene_record(scene)

@@ -186,9 +186,18 @@ class TransformsDataset(SceneDataset):
     def num_frames(self, scene: str) -> int:
         return len(self.parse_scene(scene).image_paths)
 
-    def frame_cameras(self, scene: str) -> Cameras:
+    def frame_cameras(self, scene: str) -> Cameras | None:
+        """All frames' cameras with intrinsics for the configured crop, as ``load_views`` returns
+        them. Reads one image header for the frame size (frames of a capture share one size);
+        ``None`` if that image cannot be read."""
         parsed = self.parse_scene(scene)
-        return Cameras(parsed.extrinsics, parsed.intrinsics)
+        try:
+            with Image.open(parsed.image_paths[0]) as handle:
+                plan = plan_crop((handle.height, handle.width), (self.config.height, self.config.width))
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, IndexError):
+            return None
+        intrinsics = torch.stack([crop_intrinsics(k, plan) for k in parsed.intrinsics])
+        return Cameras(parsed.extrinsics, intrinsics)
 
     def load_views(self, scene: str, indices: list[int]) -> dict[str, Tensor]:
         parsed = self.parse_scene(scene)
