@@ -79,3 +79,10 @@ class TestDDPM(SamplerContract):
 
     def make_config(self):
         return DDPMSampler.Config(solver="ddpm", prediction="epsilon", beta_schedule="cosine")
+
+
+class TestFlowSamplePrediction(SamplerContract):
+    component_class = FlowSampler
+
+    def make_config(self):
+        return FlowSampler.Config(prediction="sample")

@@ -366,3 +366,17 @@ def test_preview_writes_png(tmp_path: Path) -> None:
     path = write_preview(tiny_rooms(context_views=3, target_views=4), tmp_path, index=1)
     image = Image.open(path)
     assert path.suffix == ".png" and image.size[0] > 400 and image.size[1] > 150
+
+
+def test_rooms_frame_cache_returns_the_same_samples():
+    from scenetok.components.datasets.rooms import RoomsDataset
+
+    plain = RoomsDataset(RoomsDataset.Config(image_size=16, frames_per_scene=8, num_scenes=4))
+    cached = RoomsDataset(RoomsDataset.Config(image_size=16, frames_per_scene=8, num_scenes=4, cache_frames=2))
+    for item in (0, 1, 2, 0):
+        a, b = plain[item], cached[item]
+        for part in ("context", "target"):
+            assert a[part].keys() == b[part].keys()
+            for key in a[part]:
+                torch.testing.assert_close(a[part][key], b[part][key], atol=1e-5, rtol=0)
+    assert len(cached._frame_cache) == 2  # least recently used scene evicted

@@ -91,7 +91,10 @@ class RoomsDataset(SceneDataset):
             antialias: supersampling factor per axis (1 = one ray per pixel; depth is then exact
                 at pixel centres, otherwise it is the mean over sub-samples).
             return_depth: include ``depths`` ``(V, 1, H, W)`` in samples.
-            cache_scenes: scene descriptions kept in memory (they are tiny; rendering is not cached).
+            cache_scenes: scene descriptions kept in memory (they are tiny).
+            cache_frames: scenes whose frames are *all* rendered on first use and kept in memory
+                (least recently used first out; 0 = render every request). With a fixed, small
+                ``num_scenes`` that training revisits, this makes data loading nearly free.
         """
 
         num_scenes: int = 10_000
@@ -106,6 +109,7 @@ class RoomsDataset(SceneDataset):
         antialias: int = 1
         return_depth: bool = True
         cache_scenes: int = 256
+        cache_frames: int = 0
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -136,6 +140,7 @@ class RoomsDataset(SceneDataset):
         super().__init__()
         self.config = config if config is not None else self.Config()
         self._scene_cache: OrderedDict[int, RoomScene] = OrderedDict()
+        self._frame_cache: OrderedDict[int, dict[str, Tensor]] = OrderedDict()
 
     # ---- SceneDataset API --------------------------------------------------------------------
     def scenes(self) -> list[str]:
@@ -164,6 +169,26 @@ class RoomsDataset(SceneDataset):
         return Cameras(description.extrinsics, description.intrinsics.expand(count, 3, 3).clone())
 
     def load_views(self, scene: str, indices: list[int]) -> dict[str, Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if self.config.cache_frames:
+            frames = self._all_frames(scene)
+            return {**{key: value[index] for key, value in frames.items()}, "indices": index}
+        return self._render(scene, indices)
+
+    def _all_frames(self, scene: str) -> dict[str, Tensor]:
+        key = self.scene_index(scene)
+        cached = self._frame_cache.get(key)
+        if cached is None:
+            cached = self._render(scene, list(range(self.config.frames_per_scene)))
+            del cached["indices"]
+            self._frame_cache[key] = cached
+            if len(self._frame_cache) > self.config.cache_frames:
+                self._frame_cache.popitem(last=False)
+        else:
+            self._frame_cache.move_to_end(key)
+        return cached
+
+    def _render(self, scene: str, indices: list[int]) -> dict[str, Tensor]:
         description = self.describe(scene)
         index = torch.as_tensor(indices, dtype=torch.long)
         cameras = Cameras(description.extrinsics[index], description.intrinsics.expand(len(indices), 3, 3).clone())
