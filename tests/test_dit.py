@@ -7,6 +7,7 @@ import torch
 
 from scenetok.components.decoders.dit import DiTDecoder
 from scenetok.interfaces import LatentSpec
+from scenetok.testing.contracts import random_cameras
 from scenetok.types import Cameras
 
 IN_CHANNELS = 4
@@ -16,14 +17,6 @@ VIDEO_SPEC = LatentSpec(channels=IN_CHANNELS, spatial_factor=8, temporal_factor=
 WAN_SPEC = LatentSpec(channels=IN_CHANNELS, spatial_factor=16, temporal_factor=4, first_frame_alone=True,
                       chunk_frames=17)
 
-
-def random_cameras(batch: int, views: int, generator: torch.Generator) -> Cameras:
-    rotation, _ = torch.linalg.qr(torch.randn(batch, views, 3, 3, generator=generator))
-    extrinsics = torch.eye(4).repeat(batch, views, 1, 1)
-    extrinsics[..., :3, :3] = rotation
-    extrinsics[..., :3, 3] = torch.randn(batch, views, 3, generator=generator)
-    intrinsics = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]]).repeat(batch, views, 1, 1)
-    return Cameras(extrinsics, intrinsics)
 
 
 def build(spec: LatentSpec = VIDEO_SPEC, **overrides) -> DiTDecoder:

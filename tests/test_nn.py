@@ -28,16 +28,9 @@ from scenetok.nn.rope import (
     rotate_pairs,
 )
 from scenetok.nn.utils import count_parameters, rename_key
+from scenetok.testing.contracts import random_cameras
 from scenetok.types import Cameras
 
-
-def random_cameras(batch: int, views: int, generator: torch.Generator) -> Cameras:
-    rotation, _ = torch.linalg.qr(torch.randn(batch, views, 3, 3, generator=generator))
-    extrinsics = torch.eye(4).repeat(batch, views, 1, 1)
-    extrinsics[..., :3, :3] = rotation
-    extrinsics[..., :3, 3] = torch.randn(batch, views, 3, generator=generator)
-    intrinsics = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]]).repeat(batch, views, 1, 1)
-    return Cameras(extrinsics, intrinsics)
 
 
 # ----------------------------------------------------------------------------------- layers

@@ -7,19 +7,12 @@ import torch
 
 from scenetok.components.token_compressors.perceiver import PerceiverCompressor
 from scenetok.interfaces import DiagonalGaussian
+from scenetok.testing.contracts import random_cameras
 from scenetok.types import Cameras
 
 IN_CHANNELS = 4
 LATENT_SIZE = (8, 8)  # patch 2 -> 4x4 view tokens, matching the T preset's 16/4 camera grid
 
-
-def random_cameras(batch: int, views: int, generator: torch.Generator) -> Cameras:
-    rotation, _ = torch.linalg.qr(torch.randn(batch, views, 3, 3, generator=generator))
-    extrinsics = torch.eye(4).repeat(batch, views, 1, 1)
-    extrinsics[..., :3, :3] = rotation
-    extrinsics[..., :3, 3] = torch.randn(batch, views, 3, generator=generator)
-    intrinsics = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]]).repeat(batch, views, 1, 1)
-    return Cameras(extrinsics, intrinsics)
 
 
 @pytest.fixture(scope="module")
