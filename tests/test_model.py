@@ -141,3 +141,20 @@ def test_training_on_cached_latents_matches_raw_images(tmp_path):
     cached = load_checkpoint(tmp_path / "cached").tensors["model"]
     for key in raw:
         torch.testing.assert_close(raw[key], cached[key], atol=1e-6, rtol=1e-5, msg=key)
+
+
+def test_a_tiny_model_overfits_one_scene():
+    """The classic sanity check: one scene, one fixed draw of timesteps/noise/tokens, repeated."""
+    recipe = load_recipe(TINY)
+    torch.manual_seed(0)
+    model = SceneTok(recipe)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3)
+    batch = batch_of(recipe, count=1)
+    losses = []
+    for _ in range(120):
+        out = model.loss(batch, generator=torch.Generator().manual_seed(0))
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        losses.append(float(out["mse"]))
+    assert losses[-1] < losses[0] / 20, (losses[0], losses[-1])

@@ -26,9 +26,10 @@ def test_end_to_end_train_eval_render(tmp_path):
     from scenetok.render import render_run
 
     run = tmp_path / "run"
-    result = train_recipe(TINY, [], run_dir=run, progress=False)
+    result = train_recipe(TINY, ["train.validate_every=4"], run_dir=run, progress=False)
     assert result.reason == "finished" and result.step == 4
     assert (run / "recipe.yaml").exists() and (run / "loss.png").exists()
+    assert (run / "validation" / "step_000004.png").exists()
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3, 4]
     assert all(math.isfinite(line["loss"]) for line in lines)
