@@ -41,6 +41,11 @@ def main() -> None:
     })
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(numbers, indent=2))
+    # Keep what a person looks at next to the numbers: the comparison grid and the video.
+    for source in (args.out / "eval" / "eval_grid.png", args.out / "render" / "render.mp4",
+                   args.out / "render" / "render.gif", args.out / "loss.png"):
+        if source.exists():
+            shutil.copy2(source, args.results.parent / f"quickstart_{source.name}")
     print(summary)
     print(f"\nwrote {args.results}")
 

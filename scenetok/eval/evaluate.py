@@ -118,22 +118,8 @@ def _score_batch(model: Any, batch: SceneBatch, suite: Any, config: Any, example
     truth = batch.target.images
     predictions: dict[str, torch.Tensor] = {}
     if model is not None:
-        device = next(model.parameters()).device
-        # Deterministic mode: the noise of each scene depends only on the scene key.
-        generator = torch.Generator(device="cpu").manual_seed(scene_seed(batch.scenes[0]))
-        if len(batch.scenes) > 1 and config.deterministic:
-            outputs = []
-            for i, scene in enumerate(batch.scenes):
-                single = _select(batch, i)
-                outputs.append(model.reconstruct(single.to(device), deterministic=True,
-                                                 generator=torch.Generator().manual_seed(scene_seed(scene)),
-                                                 steps=config.steps or None, strategy=config.strategy,
-                                                 cfg_scale=config.cfg_scale).cpu())
-            predictions["model"] = torch.cat(outputs)
-        else:
-            predictions["model"] = model.reconstruct(batch.to(device), deterministic=config.deterministic,
-                                                     generator=generator, steps=config.steps or None,
-                                                     strategy=config.strategy, cfg_scale=config.cfg_scale).cpu()
+        predictions["model"] = torch.cat([_render_scene(model, _select(batch, i), config)
+                                          for i in range(len(batch.scenes))])
     if config.baselines:
         predictions["nearest_context"] = copy_nearest_context(batch.context, batch.target.cameras)
         predictions["mean_context"] = mean_context(batch.context, batch.target.cameras)
@@ -150,6 +136,7 @@ def _score_batch(model: Any, batch: SceneBatch, suite: Any, config: Any, example
 
 
 def _select(batch: SceneBatch, i: int) -> SceneBatch:
+    """Scene ``i`` of ``batch`` as a batch of one."""
     from scenetok.types import Cameras, Views
 
     def pick(views: Views) -> Views:
@@ -159,6 +146,16 @@ def _select(batch: SceneBatch, i: int) -> SceneBatch:
                      indices=views.indices[i : i + 1], latents=take(views.latents), depths=take(views.depths))
 
     return SceneBatch(pick(batch.context), pick(batch.target), [batch.scenes[i]])
+
+
+def _render_scene(model: Any, scene_batch: SceneBatch, config: Any) -> torch.Tensor:
+    """Render one scene's targets ``(1, V, 3, H, W)``; in deterministic mode its noise depends on
+    the scene key alone (not on batch composition or evaluation order)."""
+    device = next(model.parameters()).device
+    seed = scene_seed(scene_batch.scenes[0]) if config.deterministic else int(torch.seed())
+    return model.reconstruct(scene_batch.to(device), deterministic=config.deterministic,
+                             generator=torch.Generator().manual_seed(seed), steps=config.steps or None,
+                             strategy=config.strategy, cfg_scale=config.cfg_scale).cpu()
 
 
 def evaluate_run(run: str | Path, index: str | Path | None = None, out_dir: str | Path | None = None,
