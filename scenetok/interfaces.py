@@ -485,8 +485,3 @@ class SceneDataset(Component, torch.utils.data.Dataset, abc.ABC):
 class CorruptSampleError(RuntimeError):
     """A sample on disk is unusable (corrupt file, missing frame, ...). Datasets raise it with a
     message naming the file and scene; loaders skip the sample, warn, and record it in a report."""
-
-
-def config_fields(config_cls: type) -> list[dataclasses.Field]:
-    """The dataclass fields of a component ``Config``."""
-    return list(dataclasses.fields(config_cls))

@@ -16,9 +16,9 @@ depends on the dataset's world frame.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from scenetok.interfaces import DiagonalGaussian, LatentSpec
+from scenetok.nn.utils import count_parameters
 from scenetok.types import Cameras, SceneBatch, Views
 
 if TYPE_CHECKING:
@@ -318,7 +319,7 @@ def build_components(recipe: Recipe, image_size: tuple[int, int], device: torch.
     target = recipe.component("target_image_compressor")
     context_spec = image.cls.latent_spec(image.config)
     target_spec = target.cls.latent_spec(target.config) if target is not None else context_spec
-    with torch.device(device) if device is not None else _nullcontext():
+    with torch.device(device) if device is not None else contextlib.nullcontext():
         if not networks_only:
             out["image_compressor"] = image.cls(image.config)
             if target is not None:
@@ -338,14 +339,6 @@ def build_components(recipe: Recipe, image_size: tuple[int, int], device: torch.
     sampler = recipe["sampler"]
     out["sampler"] = sampler.cls(sampler.config)
     return out
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def check_recipe(recipe: Recipe) -> list[str]:
@@ -387,10 +380,6 @@ def check_recipe(recipe: Recipe) -> list[str]:
     return errors
 
 
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
 def summary(recipe: Recipe) -> dict[str, Any]:
     """Parameter counts of the trained networks (built on the meta device: no memory, no weights
     read) and the representation size. Frozen autoencoders are listed by name, not counted, as in
@@ -415,7 +404,3 @@ def summary(recipe: Recipe) -> dict[str, Any]:
         "image_size": list(image_size),
         "sampler": recipe["sampler"].cls.process(recipe["sampler"].config),
     }
-
-
-def psnr_of(mse: float) -> float:
-    return -10.0 * math.log10(max(mse, 1e-12))
