@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from scenetok.components.datasets.common import parse_image_size
+from scenetok.geometry.conventions import make_relative
 from scenetok.interfaces import DiagonalGaussian, LatentSpec
 from scenetok.nn.utils import count_parameters
 from scenetok.types import Cameras, SceneBatch, Views
@@ -68,25 +70,13 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be in [0, 1], got {value}")
 
 
-def relative_to_reference(cameras: Cameras, reference: Tensor) -> Cameras:
-    """Express ``cameras`` (B, V) in the frame of one reference camera per batch element.
-
-    Args:
-        reference: ``(B, 4, 4)`` c2w of the reference camera. ``E_rel = E_ref^-1 @ E``.
-    """
-    inverse = torch.linalg.inv(reference)[:, None]
-    return Cameras(inverse @ cameras.extrinsics, cameras.intrinsics)
-
-
 def image_size_of(dataset_config: Any) -> tuple[int, int]:
     """``(H, W)`` from a dataset config's ``image_size`` (int or ``[H, W]``)."""
     size = getattr(dataset_config, "image_size", None)
     if size is None:
         raise ValueError("dataset config has no `image_size`")
-    if isinstance(size, int):
-        return size, size
-    height, width = size
-    return int(height), int(width)
+    height, width = parse_image_size(size, "dataset.image_size")
+    return height, width
 
 
 def _latent_size(spec: LatentSpec, image_size: tuple[int, int], section: str) -> tuple[int, int]:
@@ -132,10 +122,12 @@ class SceneTok(nn.Module):
 
     def relative_batch(self, batch: SceneBatch, reference: int) -> SceneBatch:
         """Poses of context and target relative to context view ``reference``."""
-        ref = batch.context.cameras.extrinsics[:, reference]
+        # One call for both: the target views are appended after the context views.
+        num_context = batch.context.num_views
+        cameras = make_relative(Cameras.cat([batch.context.cameras, batch.target.cameras]), reference)
         return SceneBatch(
-            context=batch.context.replace(cameras=relative_to_reference(batch.context.cameras, ref)),
-            target=batch.target.replace(cameras=relative_to_reference(batch.target.cameras, ref)),
+            context=batch.context.replace(cameras=cameras[:, :num_context]),
+            target=batch.target.replace(cameras=cameras[:, num_context:]),
             scenes=batch.scenes,
         )
 

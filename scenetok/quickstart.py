@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -44,10 +45,11 @@ def run_quickstart(out_dir: str | Path = "runs/quickstart", minutes: float | Non
     started = time.monotonic()
     out = Path(out_dir)
     overrides = list(overrides)
-    base = load_recipe(recipe_path(), overrides)
-    total = minutes if minutes is not None else base.sections["train"].minutes + EVAL_RESERVE_MINUTES
+    recipe = load_recipe(recipe_path(), overrides)
+    train = recipe.sections["train"]
+    total = minutes if minutes is not None else train.minutes + EVAL_RESERVE_MINUTES
     train_minutes = max(0.5, total - EVAL_RESERVE_MINUTES)
-    recipe = load_recipe(recipe_path(), overrides + [f"train.minutes={train_minutes}"])
+    recipe.sections["train"] = dataclasses.replace(train, minutes=train_minutes)  # re-runs its checks
     log.info("quickstart: %.1f min budget (%.1f min training) -> %s", total, train_minutes, out)
 
     trainer = Trainer(recipe, out, progress=progress)

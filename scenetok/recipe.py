@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import importlib
 import logging
 from collections.abc import Iterable, Mapping
@@ -161,13 +162,8 @@ def _merge_section(composed: ComposedRecipe, section: str, value: Any, origin: s
                 f"{section}: {old['name']!r} -> {value['name']!r} replaced the node; dropped "
                 + ", ".join(f"{section}.{k}" for k in dropped)
             )
-        _forget_origins(section, composed.origins)
-        data[section] = copy.deepcopy(dict(value))
-        _record_origins(value, section, origin, composed.origins)
-        return
-    data[section] = _merge_node(old, value, section, origin, composed) if old is not None else copy.deepcopy(value)
-    if old is None:
-        _record_origins(value, section, origin, composed.origins)
+        old = None
+    data[section] = _merge_node(old, value, section, origin, composed)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -335,6 +331,11 @@ def _config_to_plain(config: Any) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)  # type: ignore[return-value]
 
 
+def _did_you_mean(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(options), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
@@ -364,11 +365,8 @@ def build_config(config_cls: type, values: Mapping[str, Any], prefix: str, error
     known = {f.name for f in dataclasses.fields(config_cls)}
     for key, value in values.items():
         if key not in known:
-            import difflib
-
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            errors.append(f"{where(key)}: unknown key.{hint} Valid keys: {', '.join(sorted(known))}")
+            errors.append(f"{where(key)}: unknown key.{_did_you_mean(str(key), known)} "
+                          f"Valid keys: {', '.join(sorted(known))}")
             ok = False
             continue
         try:
@@ -408,11 +406,7 @@ def validate(composed: ComposedRecipe, check_hooks: bool = True) -> Recipe:
     known_top = set(COMPONENT_SECTIONS) | set(CORE_SECTIONS) | set(SCALAR_KEYS) | {PROVENANCE_KEY}
     for key, value in data.items():
         if key not in known_top:
-            import difflib
-
-            close = difflib.get_close_matches(key, sorted(known_top), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            errors.append(f"{where(key)}: unknown top-level key.{hint}")
+            errors.append(f"{where(key)}: unknown top-level key.{_did_you_mean(key, known_top)}")
         elif key in SCALAR_KEYS and not isinstance(value, SCALAR_KEYS[key]):
             errors.append(f"{where(key)}: must be {SCALAR_KEYS[key].__name__}, got {value!r}")  # type: ignore[union-attr]
     version = data.get("recipe_version", RECIPE_VERSION)

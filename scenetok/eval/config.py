@@ -17,7 +17,6 @@ class EvalConfig:
         context_views: context views per scene of a generated index (0 = the dataset's).
         target_views: contiguous target frames per scene of a generated index (0 = the dataset's);
             target frames that are also context frames are not scored.
-        batch_size: scenes per forward pass.
         steps: sampler steps (0 = the sampler's default).
         strategy: rollout strategy for long target clips.
         cfg_scale: classifier-free guidance scale (1 = off; the paper renders without CFG).
@@ -34,7 +33,6 @@ class EvalConfig:
     max_scenes: int = 0
     context_views: int = 0
     target_views: int = 0
-    batch_size: int = 4
     steps: int = 0
     strategy: str = "full_sequence"
     cfg_scale: float = 1.0

@@ -11,6 +11,7 @@ context view would score them perfectly and say nothing about novel-view synthes
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ from typing import Any
 
 import torch
 
+from scenetok.eval.baselines import copy_nearest_context, mean_context
+from scenetok.eval.metrics import FIDMetric, LPIPSMetric, MetricSuite
+from scenetok.eval.report import ReportExample, format_markdown, write_eval_report
+from scenetok.interfaces import CorruptSampleError
 from scenetok.types import SceneBatch, collate_scenes
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,8 @@ def evaluation_sample(dataset: Any, scene: str, context: list[int], target: list
                       exclude_context_targets: bool = True) -> dict[str, Any] | None:
     """The sample for one index entry, or ``None`` if no novel target frame is left."""
     if exclude_context_targets:
-        target = [t for t in target if t not in set(context)]
+        context_frames = set(context)
+        target = [t for t in target if t not in context_frames]
     if not target:
         return None
     return dataset.load_selection(scene, list(context), target)
@@ -51,11 +57,11 @@ def evaluate_model(model: Any, dataset: Any, entries: Iterable[Any], *, config: 
                    metadata: dict[str, Any] | None = None, progress: bool = True,
                    allow_random_lpips: bool = False) -> EvalReport:
     """Score ``model`` (a :class:`~scenetok.model.SceneTok`, or ``None`` for baselines only) on
-    ``entries`` of an evaluation index and write ``eval.json``, ``eval.md`` and ``eval_grid.png``."""
-    from scenetok.eval.baselines import copy_nearest_context, mean_context
-    from scenetok.eval.metrics import FIDMetric, LPIPSMetric, MetricSuite
-    from scenetok.eval.report import ReportExample, format_markdown, write_eval_report
-    from scenetok.interfaces import CorruptSampleError
+    ``entries`` of an evaluation index and write ``eval.json``, ``eval.md`` and ``eval_grid.png``.
+
+    Scenes are rendered one at a time: in deterministic mode each scene's noise depends on its key
+    alone, and scenes of an index may differ in their numbers of views."""
+    from tqdm.auto import tqdm
 
     lpips = LPIPSMetric(config.lpips_net, backbone_weights=config.lpips_weights or None,
                         allow_random_backbone=allow_random_lpips)
@@ -67,95 +73,51 @@ def evaluate_model(model: Any, dataset: Any, entries: Iterable[Any], *, config: 
     examples: list[ReportExample] = []
     skipped: list[str] = []
     excluded_frames = 0
+    for entry in tqdm(entries, desc="eval", unit="scene", dynamic_ncols=True, disable=not progress):
+        try:
+            sample = evaluation_sample(dataset, entry.scene, entry.context, entry.target)
+        except CorruptSampleError as error:
+            log.warning("skipping scene %s: %s", entry.scene, error)
+            skipped.append(f"{entry.scene}: {error}")
+            continue
+        if sample is None:
+            skipped.append(f"{entry.scene}: every target frame is a context frame")
+            continue
+        excluded_frames += len(entry.target) - len(sample["target"]["indices"])
+        _score_scene(model, collate_scenes([sample]), suite, config, examples)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(entries), desc="eval", unit="scene", dynamic_ncols=True)
-    for start in range(0, len(entries), config.batch_size):
-        samples = []
-        for entry in entries[start : start + config.batch_size]:
-            try:
-                sample = evaluation_sample(dataset, entry.scene, entry.context, entry.target)
-            except CorruptSampleError as error:
-                log.warning("skipping scene %s: %s", entry.scene, error)
-                skipped.append(f"{entry.scene}: {error}")
-                continue
-            if sample is None:
-                skipped.append(f"{entry.scene}: every target frame is a context frame")
-                continue
-            excluded_frames += len(entry.target) - len(sample["target"]["indices"])
-            samples.append(sample)
-        # Scenes with different target counts cannot share a batch: group by shape.
-        groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
-        for sample in samples:
-            key = (len(sample["context"]["indices"]), len(sample["target"]["indices"]))
-            groups.setdefault(key, []).append(sample)
-        for group in groups.values():
-            batch = collate_scenes(group)
-            _score_batch(model, batch, suite, config, examples, copy_nearest_context, mean_context, ReportExample)
-        if bar is not None:
-            bar.update(min(config.batch_size, len(entries) - start))
-    if bar is not None:
-        bar.close()
-
-    results = suite.compute()
     meta = dict(metadata or {})
     meta.update({"scenes_requested": len(entries), "scenes_skipped": skipped,
                  "target_frames_excluded_as_context": excluded_frames,
                  "deterministic": config.deterministic, "steps": config.steps or None,
                  "strategy": config.strategy, "cfg_scale": config.cfg_scale})
-    written = write_eval_report(out_dir, results, metadata=meta, examples=examples)
-    import json
-
+    written = write_eval_report(out_dir, suite.compute(), metadata=meta, examples=examples)
     data = json.loads(written["json"].read_text())
     return EvalReport(Path(out_dir), data, format_markdown(data))
 
 
-def _score_batch(model: Any, batch: SceneBatch, suite: Any, config: Any, examples: list[Any],
-                 copy_nearest_context: Any, mean_context: Any, ReportExample: Any) -> None:
+def _score_scene(model: Any, batch: SceneBatch, suite: MetricSuite, config: Any,
+                 examples: list[ReportExample]) -> None:
+    """Render one scene (a batch of one) and add it, and its baselines, to ``suite``."""
     truth = batch.target.images
     predictions: dict[str, torch.Tensor] = {}
     if model is not None:
-        predictions["model"] = torch.cat([_render_scene(model, _select(batch, i), config)
-                                          for i in range(len(batch.scenes))])
+        device = next(model.parameters()).device
+        seed = scene_seed(batch.scenes[0]) if config.deterministic else int(torch.seed())
+        predictions["model"] = model.reconstruct(
+            batch.to(device), deterministic=config.deterministic, generator=torch.Generator().manual_seed(seed),
+            steps=config.steps or None, strategy=config.strategy, cfg_scale=config.cfg_scale).cpu()
     if config.baselines:
         predictions["nearest_context"] = copy_nearest_context(batch.context, batch.target.cameras)
         predictions["mean_context"] = mean_context(batch.context, batch.target.cameras)
     for method, prediction in predictions.items():
         suite.update(method, batch.scenes, prediction, truth)
-    for i, scene in enumerate(batch.scenes):
-        if len(examples) >= config.grid_scenes:
-            break
+    if len(examples) < config.grid_scenes:
         main = predictions.get("model", predictions.get("nearest_context"))
         examples.append(ReportExample(
-            scene=scene, context=batch.context.images[i], prediction=main[i], target=truth[i],
-            baselines={k: v[i] for k, v in predictions.items() if k != "model"},
+            scene=batch.scenes[0], context=batch.context.images[0], prediction=main[0], target=truth[0],
+            baselines={k: v[0] for k, v in predictions.items() if k != "model"},
         ))
-
-
-def _select(batch: SceneBatch, i: int) -> SceneBatch:
-    """Scene ``i`` of ``batch`` as a batch of one."""
-    from scenetok.types import Cameras, Views
-
-    def pick(views: Views) -> Views:
-        take = lambda t: None if t is None else t[i : i + 1]  # noqa: E731
-        return Views(images=take(views.images),
-                     cameras=Cameras(views.cameras.extrinsics[i : i + 1], views.cameras.intrinsics[i : i + 1]),
-                     indices=views.indices[i : i + 1], latents=take(views.latents), depths=take(views.depths))
-
-    return SceneBatch(pick(batch.context), pick(batch.target), [batch.scenes[i]])
-
-
-def _render_scene(model: Any, scene_batch: SceneBatch, config: Any) -> torch.Tensor:
-    """Render one scene's targets ``(1, V, 3, H, W)``; in deterministic mode its noise depends on
-    the scene key alone (not on batch composition or evaluation order)."""
-    device = next(model.parameters()).device
-    seed = scene_seed(scene_batch.scenes[0]) if config.deterministic else int(torch.seed())
-    return model.reconstruct(scene_batch.to(device), deterministic=config.deterministic,
-                             generator=torch.Generator().manual_seed(seed), steps=config.steps or None,
-                             strategy=config.strategy, cfg_scale=config.cfg_scale).cpu()
 
 
 def evaluate_run(run: str | Path, index: str | Path | None = None, out_dir: str | Path | None = None,

@@ -217,6 +217,7 @@ class Trainer:
         self.consecutive_skips = 0
         self._stop_signal: str | None = None
         self._last_saved_step: int | None = None
+        self._validation_data: Any = None
         self.ddp_model: nn.Module = self.model
         if self.context.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -452,7 +453,9 @@ class Trainer:
         from scenetok.datasets import build_dataset
         from scenetok.eval.report import write_grid
 
-        dataset = build_dataset(self.recipe, split="validation")
+        if self._validation_data is None:
+            self._validation_data = build_dataset(self.recipe, split="validation")
+        dataset = self._validation_data
         batch = collate_scenes([dataset[i] for i in range(min(scenes, len(dataset)))]).to(self.device)
         self.model.eval()
         prediction = self.model.reconstruct(batch, generator=torch.Generator().manual_seed(0))
@@ -517,9 +520,11 @@ def load_trained(run_or_checkpoint: str | Path, overrides: Iterable[str] = (), e
     checkpoint = load_checkpoint(run_or_checkpoint, map_location=device)
     stored = dict(checkpoint.recipe)
     stored.pop("provenance", None)
-    recipe = load_recipe_dict(stored, source=f"{checkpoint.path}/recipe", overrides=list(overrides))
+    source = f"{checkpoint.path}/recipe"
+    trained_recipe = load_recipe_dict(stored, source=source)
+    overrides = list(overrides)
+    recipe = load_recipe_dict(stored, source=source, overrides=overrides) if overrides else trained_recipe
     trained = checkpoint.recipe.get("sampler", {})
-    trained_recipe = load_recipe_dict({**stored}, source=f"{checkpoint.path}/recipe")
     trained_process = trained_recipe["sampler"].cls.process(trained_recipe["sampler"].config)
     wanted_process = recipe["sampler"].cls.process(recipe["sampler"].config)
     if trained_process != wanted_process:
