@@ -88,7 +88,7 @@ def render_run(run: str | Path, out_dir: str | Path | None = None, scene: str | 
     """
     from scenetok.components.datasets.view_sampling import sample_evaluation_views
     from scenetok.datasets import build_dataset
-    from scenetok.eval.evaluate import scene_seed
+    from scenetok.components.datasets.view_sampling import stable_seed
     from scenetok.render_io import write_frames, write_video
     from scenetok.train.loop import load_trained
 
@@ -121,7 +121,7 @@ def render_run(run: str | Path, out_dir: str | Path | None = None, scene: str | 
     target = Views(images=None, cameras=Cameras(cameras.extrinsics[None], cameras.intrinsics[None]),
                    indices=torch.arange(frames)[None])
     batch = SceneBatch(context, target, [scene])
-    generator = torch.Generator().manual_seed(scene_seed(scene) if deterministic else torch.seed())
+    generator = torch.Generator().manual_seed(stable_seed("render", scene) if deterministic else torch.seed())
     rendered = model.reconstruct(
         batch.to(device), deterministic=deterministic, generator=generator, steps=config.steps or None,
         strategy=config.strategy, window=config.window or None,

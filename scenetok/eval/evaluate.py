@@ -10,7 +10,6 @@ context view would score them perfectly and say nothing about novel-view synthes
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from scenetok.components.datasets.view_sampling import stable_seed
 from scenetok.eval.baselines import copy_nearest_context, mean_context
 from scenetok.eval.metrics import FIDMetric, LPIPSMetric, MetricSuite
 from scenetok.eval.report import ReportExample, format_markdown, write_eval_report
@@ -34,12 +34,6 @@ class EvalReport:
     out_dir: Path
     data: dict[str, Any]
     markdown: str
-
-
-def scene_seed(scene: str, seed: int = 0) -> int:
-    """A stable per-scene seed (deterministic mode: same scene -> same noise)."""
-    digest = hashlib.sha256(f"{seed}:{scene}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def evaluation_sample(dataset: Any, scene: str, context: list[int], target: list[int],
@@ -103,7 +97,8 @@ def _score_scene(model: Any, batch: SceneBatch, suite: MetricSuite, config: Any,
     predictions: dict[str, torch.Tensor] = {}
     if model is not None:
         device = next(model.parameters()).device
-        seed = scene_seed(batch.scenes[0]) if config.deterministic else int(torch.seed())
+        # Deterministic mode: the noise depends on the scene key alone.
+        seed = stable_seed("render", batch.scenes[0]) if config.deterministic else int(torch.seed())
         predictions["model"] = model.reconstruct(
             batch.to(device), deterministic=config.deterministic, generator=torch.Generator().manual_seed(seed),
             steps=config.steps or None, strategy=config.strategy, cfg_scale=config.cfg_scale).cpu()
