@@ -1,7 +1,8 @@
 """The ``scenetok`` command line.
 
-Every sub-command imports what it needs inside its handler, so ``scenetok --help`` and
-``scenetok plugins`` start without importing torch.
+This module imports only torch-free modules (registry, recipes, hooks); every command that needs
+torch imports it inside its handler, so ``scenetok --help``, ``scenetok plugins`` and ``scenetok
+recipes`` start in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from scenetok import __version__
+from scenetok import __version__, registry
+from scenetok.hookspecs import get_plugin_manager
+from scenetok.recipe import RecipeError, list_recipes
+from scenetok.registry import RegistryError
+from scenetok.sections import CORE_SECTIONS
 
 log = logging.getLogger("scenetok")
 
@@ -22,19 +27,15 @@ EPILOG = """\
 examples:
   scenetok quickstart                         train + evaluate + render on procedural rooms (CPU)
   scenetok plugins                            list installed components
-  scenetok validate recipes/quickstart.yaml sampler.name=ddpm
-  scenetok train recipes/quickstart.yaml --run runs/qs train.steps=200
+  scenetok recipes                            list the shipped recipes (core and plugins)
+  scenetok validate quickstart sampler.name=ddpm
+  scenetok train quickstart --run runs/qs train.steps=200
   scenetok eval runs/qs                       PSNR/SSIM/LPIPS vs baselines on held-out scenes
   scenetok render runs/qs --trajectory spline --frames 32 --out renders/
 
-Recipes are YAML files; any key can be overridden as section.key=value after the recipe path.
+A recipe is a YAML file or the name of a shipped one (`scenetok recipes`); any key can be
+overridden as section.key=value after it.
 """
-
-
-def _recipe_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="recipe YAML file")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dotted overrides, e.g. decoder.depth=4 sampler.name=ddpm")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -43,8 +44,6 @@ def _recipe_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from scenetok import registry
-
     if args.action == "show":
         return _plugins_show(args)
     kinds = [args.kind] if args.kind else list(registry.KINDS)
@@ -113,12 +112,15 @@ def _check_config_schema(cls: type) -> None:
 
 
 def _plugins_show(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from scenetok import registry
-
+    if args.kind in CORE_SECTIONS and not args.name:
+        config_cls = CORE_SECTIONS[args.kind]
+        print(f"recipe section {args.kind}: {config_cls.__module__}.{config_cls.__qualname__}")
+        print("\n" + (config_cls.__doc__ or "").strip().splitlines()[0])
+        _print_fields(config_cls)
+        return 0
     if not args.kind or not args.name:
-        print("usage: scenetok plugins show KIND NAME", file=sys.stderr)
+        print("usage: scenetok plugins show KIND NAME  |  scenetok plugins show "
+              + "|".join(CORE_SECTIONS), file=sys.stderr)
         return 2
     cls = registry.get_component(args.kind, args.name)
     info = registry.provider_of(args.kind, args.name)
@@ -127,9 +129,21 @@ def _plugins_show(args: argparse.Namespace) -> int:
     doc = (cls.__doc__ or "").strip()
     if doc:
         print("\n" + doc.splitlines()[0])
-    config_doc = _field_docs(cls.Config)
+    _print_fields(cls.Config)
+    presets = getattr(cls, "presets", {})
+    if presets:
+        print("\npresets:")
+        for name, values in presets.items():
+            print(f"  {name}: {values}")
+    return 0
+
+
+def _print_fields(config_cls: type) -> None:
+    import dataclasses
+
+    config_doc = _field_docs(config_cls)
     print("\nconfig fields:")
-    for f in dataclasses.fields(cls.Config):
+    for f in dataclasses.fields(config_cls):
         if f.default is not dataclasses.MISSING:
             default = repr(f.default)
         elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -140,20 +154,22 @@ def _plugins_show(args: argparse.Namespace) -> int:
         print(f"  {f.name}: {type_name} = {default}")
         if f.name in config_doc:
             print(f"      {config_doc[f.name]}")
-    presets = getattr(cls, "presets", {})
-    if presets:
-        print("\npresets:")
-        for name, values in presets.items():
-            print(f"  {name}: {values}")
-    return 0
 
 
 def _field_docs(config_cls: type) -> dict[str, str]:
-    """Field descriptions from a Google-style ``Attributes:`` section of the Config docstring."""
+    """Field descriptions from the Google-style ``Attributes:`` sections of the Config docstring
+    and of the configs it inherits from (a subclass's own description wins)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(config_cls.__mro__):
+        docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(config_cls: type) -> dict[str, str]:
     docs: dict[str, str] = {}
     current = None
     in_attrs = False
-    for line in (config_cls.__doc__ or "").splitlines():
+    for line in (config_cls.__dict__.get("__doc__") or "").splitlines():
         stripped = line.strip()
         if stripped.lower().startswith(("attributes:", "args:", "fields:")):
             in_attrs = True
@@ -169,48 +185,9 @@ def _field_docs(config_cls: type) -> dict[str, str]:
     return docs
 
 
-# ----------------------------------------------------------------------------------------------
-# validate / model summary
-# ----------------------------------------------------------------------------------------------
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    from scenetok.recipe import load_recipe
-
-    recipe = load_recipe(args.recipe, args.overrides)
-    for note in recipe.notes:
-        print(f"note: {note}")
-    for section, spec in recipe.components.items():
-        provider = spec.info.provider if spec.info else "?"
-        print(f"  {section:<24} {spec.name:<12} {provider}")
-    if args.print:
-        import yaml
-
-        print(yaml.safe_dump(recipe.resolved(), sort_keys=False))
-    print(f"{args.recipe}: OK")
-    return 0
-
-
-def cmd_model_summary(args: argparse.Namespace) -> int:
-    from scenetok.model import summary
-    from scenetok.recipe import load_recipe
-
-    recipe = load_recipe(args.recipe, args.overrides)
-    info = summary(recipe)
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(f"recipe: {args.recipe}   image size: {info['image_size']}   sampler: {info['sampler']}")
-    for section, row in info["components"].items():
-        if row["parameters"] is None:
-            latent = row["latent"]
-            print(f"  {section:<24} {row['name']:<12} {'frozen, not counted':>15}  (latents: {latent['channels']} "
-                  f"channels, /{latent['spatial_factor']} spatial, /{latent['temporal_factor']} temporal)")
-        else:
-            print(f"  {section:<24} {row['name']:<12} {row['parameters']:>15,} parameters")
-    print(f"  {'trainable (compressor + renderer)':<37} {info['trainable_parameters']:>15,} parameters")
-    tokens, dim = info["scene_tokens"]
-    print(f"  representation: {tokens} tokens x {dim} = {info['floats_per_scene']:,} floats per scene")
+def cmd_recipes(args: argparse.Namespace) -> int:
+    for name, (path, distribution) in list_recipes().items():
+        print(f"  {name:<32} {distribution}" + (f"  {path}" if args.paths else ""))
     return 0
 
 
@@ -233,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List the components installed through entry points (reads package "
                        "metadata only; nothing is imported unless --check or show).")
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list",
-                   help="'list' (default) or 'show KIND NAME' for a component's config fields and presets")
+                   help="'list' (default), 'show KIND NAME' for a component's config fields and presets, "
+                   "or 'show SECTION' for a core recipe section (model, train, eval, render)")
     p.add_argument("kind", nargs="?", help="restrict to one kind (image_compressor, token_compressor, "
                    "decoder, sampler, dataset)")
     p.add_argument("name", nargs="?", help="component name (with 'show')")
@@ -243,28 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pattern", help="only names matching this glob, e.g. '*vae*'")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("validate", help="check a recipe without weights or data",
-                       description="Compose the recipe (extends + overrides), build every component "
-                       "config, run cross-component checks, and report every problem with file and key.")
-    _recipe_args(p)
-    p.add_argument("--print", action="store_true", help="print the resolved recipe")
-    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("recipes", help="list the shipped recipes (core and plugins), usable by name",
+                       description="List the recipes shipped with scenetok and its plugins. Every command "
+                       "that takes a RECIPE accepts such a name (e.g. `scenetok validate quickstart`) as "
+                       "well as a file path. Reads package metadata and files only.")
+    p.add_argument("--paths", action="store_true", help="also print each recipe's file")
+    p.set_defaults(func=cmd_recipes)
 
-    p = sub.add_parser("model", help="model tools ('summary')",
-                       description="Model tools. 'summary' prints parameter counts per component (built "
-                       "on the meta device, no memory) and the representation size.")
-    model_sub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
-    q = model_sub.add_parser("summary", help="parameter counts and floats per scene")
-    _recipe_args(q)
-    q.add_argument("--json", action="store_true", help="machine-readable output")
-    q.set_defaults(func=cmd_model_summary)
-
-    from scenetok import commands
-
-    commands.add_commands(sub)
-
-    from scenetok.hookspecs import get_plugin_manager
-
+    # Every other command (core's own and plugins') comes through the scenetok_add_commands hook.
     try:
         get_plugin_manager().hook.scenetok_add_commands(subparsers=sub)
     except Exception as error:  # noqa: BLE001 - a broken hook must not break the CLI
@@ -288,9 +252,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from scenetok.recipe import RecipeError
-    from scenetok.registry import RegistryError
-
     try:
         return int(args.func(args) or 0)
     except (RecipeError, RegistryError, FileNotFoundError) as error:

@@ -1,17 +1,59 @@
 """Sub-commands for the main jobs: train, eval, render, quickstart, data.
 
-Handlers import their (torch-heavy) modules lazily so that ``scenetok --help`` stays instant.
+Registered by :mod:`scenetok.core_hooks`. Handlers import their torch-heavy modules when they run
+(each such import says so), so that building the CLI parser stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from scenetok.data.index import write_evaluation_index
+from scenetok.recipe import load_recipe
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, args.overrides)
+    for note in recipe.notes:
+        print(f"note: {note}")
+    for section, spec in recipe.components.items():
+        provider = spec.info.provider if spec.info else "?"
+        print(f"  {section:<24} {spec.name:<12} {provider}")
+    if args.print:
+        import yaml
+
+        print(yaml.safe_dump(recipe.resolved(), sort_keys=False))
+    print(f"{args.recipe}: OK")
+    return 0
+
+
+def cmd_model_summary(args: argparse.Namespace) -> int:
+    from scenetok.model import summary  # lazy: imports torch
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    info = summary(recipe)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"recipe: {args.recipe}   image size: {info['image_size']}   sampler: {info['sampler']}")
+    for section, row in info["components"].items():
+        if row["parameters"] is None:
+            latent = row["latent"]
+            print(f"  {section:<24} {row['name']:<12} {'frozen, not counted':>15}  (latents: {latent['channels']} "
+                  f"channels, /{latent['spatial_factor']} spatial, /{latent['temporal_factor']} temporal)")
+        else:
+            print(f"  {section:<24} {row['name']:<12} {row['parameters']:>15,} parameters")
+    print(f"  {'trainable (compressor + renderer)':<37} {info['trainable_parameters']:>15,} parameters")
+    tokens, dim = info["scene_tokens"]
+    print(f"  representation: {tokens} tokens x {dim} = {info['floats_per_scene']:,} floats per scene")
+    return 0
+
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from scenetok.train.loop import train_recipe
+    from scenetok.train.loop import train_recipe  # lazy: imports torch
 
     result = train_recipe(args.recipe, args.overrides, run_dir=args.run, progress=not args.no_progress)
     print(f"run directory: {result.run_dir}  (step {result.step}, stopped: {result.reason})")
@@ -19,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from scenetok.eval.evaluate import evaluate_run
+    from scenetok.eval.evaluate import evaluate_run  # lazy: imports torch
 
     report = evaluate_run(args.run, index=args.index, out_dir=args.out, overrides=args.overrides,
                           max_scenes=args.max_scenes, progress=not args.no_progress)
@@ -29,7 +71,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from scenetok.render import render_run
+    from scenetok.render import render_run  # lazy: imports torch
 
     out = render_run(args.run, out_dir=args.out, scene=args.scene, trajectory=args.trajectory,
                      frames=args.frames, overrides=args.overrides, progress=not args.no_progress,
@@ -39,7 +81,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from scenetok.quickstart import run_quickstart
+    from scenetok.quickstart import run_quickstart  # lazy: imports torch
 
     summary = run_quickstart(out_dir=args.out, minutes=args.minutes, overrides=args.overrides,
                              progress=not args.no_progress)
@@ -48,9 +90,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def cmd_data_preview(args: argparse.Namespace) -> int:
-    from scenetok.data.preview import write_preview
-    from scenetok.datasets import build_dataset
-    from scenetok.recipe import load_recipe
+    from scenetok.data.preview import write_preview  # lazy: draws with matplotlib
+    from scenetok.data.dataset import build_dataset  # lazy: imports torch
 
     recipe = load_recipe(args.recipe, args.overrides)
     dataset = build_dataset(recipe, split=args.split)
@@ -60,9 +101,7 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_data_index(args: argparse.Namespace) -> int:
-    from scenetok.data.index import write_evaluation_index
-    from scenetok.datasets import build_dataset
-    from scenetok.recipe import load_recipe
+    from scenetok.data.dataset import build_dataset  # lazy: imports torch
 
     recipe = load_recipe(args.recipe, args.overrides)
     dataset = build_dataset(recipe, split=args.split)
@@ -74,7 +113,7 @@ def cmd_data_index(args: argparse.Namespace) -> int:
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
-    from scenetok.data.convert import convert_captures
+    from scenetok.data.convert import convert_captures  # lazy: imports torch
 
     out = convert_captures(args.source, args.out, cameras=args.cameras, stage=args.stage)
     print(f"wrote {out}")
@@ -82,9 +121,8 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_data_cache(args: argparse.Namespace) -> int:
-    from scenetok.data.cache import cache_latents
-    from scenetok.datasets import build_dataset
-    from scenetok.recipe import load_recipe
+    from scenetok.data.cache import cache_latents  # lazy: imports torch
+    from scenetok.data.dataset import build_dataset  # lazy: imports torch
 
     recipe = load_recipe(args.recipe, args.overrides)
     if recipe.component("target_image_compressor") is not None:
@@ -107,6 +145,24 @@ def _recipe(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Core's commands; called by :mod:`scenetok.core_hooks` through the ``scenetok_add_commands``
+    hook, as a plugin's would be."""
+    p = sub.add_parser("validate", help="check a recipe without weights or data",
+                       description="Compose the recipe (extends + overrides), build every component "
+                       "config, run cross-component checks, and report every problem with file and key.")
+    _recipe(p)
+    p.add_argument("--print", action="store_true", help="print the resolved recipe")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("model", help="model tools ('summary')",
+                       description="Model tools. 'summary' prints parameter counts per component (built "
+                       "on the meta device, no memory) and the representation size.")
+    model_sub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    q = model_sub.add_parser("summary", help="parameter counts and floats per scene")
+    _recipe(q)
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=cmd_model_summary)
+
     p = sub.add_parser("train", help="train a SceneTok from a recipe (resumes if --run exists)",
                        description="Train with the core loop: AdamW, warm-up + decay, clipping, bf16 "
                        "autocast where supported, EMA, NaN/huge-gradient skipping, atomic checkpoints. "

@@ -22,6 +22,8 @@ from typing import Any
 
 import pluggy
 
+from scenetok import registry
+
 PROJECT = "scenetok"
 HOOKS_GROUP = "scenetok.hooks"
 
@@ -70,10 +72,9 @@ def _hook_entry_points() -> list[Any]:
 
 @functools.lru_cache(maxsize=1)
 def get_plugin_manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager with every importable hook module registered."""
+    """The process-wide plugin manager with every importable hook module registered (core's own,
+    :mod:`scenetok.core_hooks`, comes through the same entry-point group)."""
     import sys
-
-    from scenetok import registry
 
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(sys.modules[__name__])
@@ -94,5 +95,10 @@ def get_plugin_manager() -> pluggy.PluginManager:
             if strict:
                 raise HookLoadError(message + " (SCENETOK_STRICT_PLUGINS=1)") from error
             log.warning(message)
+    if not any(name.startswith(f"{registry.CORE_DISTRIBUTION}:") for name, _ in manager.list_name_plugin()):
+        # Without core's hooks there are no `train`/`eval` commands and no cross-component check.
+        raise HookLoadError(
+            "scenetok's own hooks (entry point group scenetok.hooks, name 'core') are not installed: the "
+            "package metadata is older than the code. Reinstall scenetok (e.g. `pip install -e .`).")
     manager.check_pending()
     return manager

@@ -22,26 +22,14 @@ Conventions shared by all kinds
 from __future__ import annotations
 
 import abc
-import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:  # keep this module importable for metadata tooling; torch is needed at run time
-    from torch import Tensor
-
-    from scenetok.types import Cameras
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-KINDS: tuple[str, ...] = (
-    "image_compressor",
-    "token_compressor",
-    "decoder",
-    "sampler",
-    "dataset",
-)
-
+if TYPE_CHECKING:  # types only: scenetok.types imports nothing from here, but keep the ABCs light
+    from scenetok.types import Cameras
 
 class Component:
     """Mixin shared by every component kind: the ``Config`` / ``presets`` convention."""
@@ -300,14 +288,25 @@ class Sampler(Component, abc.ABC):
         """Move ``x_t`` from level ``t`` to ``t_next`` (both ``(B, F)``; frames with
         ``t == t_next`` must be returned unchanged)."""
 
+    def denoise_step(self, model_fn: Callable[[Tensor, Tensor], Tensor], x_t: Tensor, t: Tensor,
+                     t_next: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One solver step that calls the network itself, ``model_fn(x, t) -> prediction``.
+
+        This is what the rollout loop calls. The default evaluates the network once and takes
+        :meth:`step`; multi-evaluation solvers (Heun) override it.
+        """
+        return self.step(x_t, model_fn(x_t, t), t, t_next, generator)
+
 
 class SceneDataset(Component, torch.utils.data.Dataset, abc.ABC):
     """A collection of posed-image scenes.
 
-    Implementations provide scene-level access (``scenes``, ``num_frames``, ``load_views``); the
-    base class turns that into training samples with a view sampler (``__getitem__``) and into
-    evaluation samples from an evaluation index. Images are ``[0, 1]`` RGB at the configured
-    resolution; cameras are OpenCV c2w + normalised intrinsics (see :mod:`scenetok.types`).
+    Implementations provide scene-level access (``scenes``, ``num_frames``, ``load_views``). The
+    sample-level methods below are what training, evaluation and rendering call; subclass
+    :class:`scenetok.data.BaseSceneDataset`, which implements them (view sampling, evaluation
+    index, skipping corrupt samples) on top of the three scene-level ones. Images are ``[0, 1]``
+    RGB at the configured resolution; cameras are OpenCV c2w + normalised intrinsics (see
+    :mod:`scenetok.types`).
 
     A sample is a dict ``{"scene": key, "context": {...}, "target": {...}}``; see
     :func:`scenetok.types.collate_scenes` for the view-dict keys and shapes.
@@ -331,155 +330,29 @@ class SceneDataset(Component, torch.utils.data.Dataset, abc.ABC):
         Raises :class:`CorruptSampleError` when the data on disk is unusable.
         """
 
-    # ---- concrete machinery shared by every dataset ----------------------------------------
-    # The base class reads these config fields (see
-    # scenetok.components.datasets.common.SceneDatasetConfig): context_views, target_views, seed,
-    # index, window_min, window_max, context_sampling, target_clips, target_margin, report_path.
-
-    #: How many following samples ``__getitem__`` tries when a sample is corrupt.
-    max_skip_attempts: ClassVar[int] = 16
-
     def frame_cameras(self, scene: str) -> Cameras | None:
         """All frames' cameras (batch shape ``(num_frames,)``, intrinsics exactly as ``load_views``
         returns them) when they are cheap to get without decoding images, else ``None``. Used for
         farthest-point view sampling and camera paths."""
         return None
 
-    @property
-    def skipped(self) -> list[dict[str, str]]:
-        """Everything this process skipped: ``{"dataset", "scene", "file", "reason"}`` records."""
-        if "_skipped" not in self.__dict__:
-            self._skipped: list[dict[str, str]] = []
-        return self._skipped
+    @abc.abstractmethod
+    def load_selection(self, scene: str, context: list[int], target: list[int]) -> dict[str, Any]:
+        """The sample dict for explicit ``context`` / ``target`` frames of ``scene``.
+        Raises :class:`CorruptSampleError`."""
 
-    def record_skip(self, scene: str, reason: str, file: str | None = None) -> None:
-        """Warn about an unusable scene/sample, remember it, and append it to ``config.report_path``."""
-        import json
-        import logging
-
-        record = {"dataset": type(self).__name__, "scene": scene, "file": file or "", "reason": reason}
-        logging.getLogger(type(self).__module__).warning(
-            "skipping scene %s%s: %s", scene, f" ({file})" if file else "", reason
-        )
-        self.skipped.append(record)
-        report_path = getattr(getattr(self, "config", None), "report_path", None)
-        if report_path:
-            # one line per record, appended: several DataLoader workers can share the file
-            with open(report_path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-
+    @abc.abstractmethod
     def set_epoch(self, epoch: int) -> None:
         """Change the training view selection (samples depend on ``(seed, epoch, index)``)."""
-        self._epoch = int(epoch)
 
-    def evaluation_entries(self) -> list[Any] | None:
-        """Entries of ``config.index`` whose scene this dataset has (``None`` without an index);
-        entries of missing scenes are recorded as skipped. A key ``<scene>_<n>`` that is not a scene
-        falls back to ``<scene>`` (the DL3DV ``_1`` window suffix)."""
-        if "_evaluation_entries" in self.__dict__:
-            return self._evaluation_entries
-        path = getattr(getattr(self, "config", None), "index", None)
-        entries = None
-        if path:
-            import re
+    @abc.abstractmethod
+    def record_skip(self, scene: str, reason: str, file: str | None = None) -> None:
+        """Warn about an unusable scene/sample and record it (see :attr:`skipped`)."""
 
-            from scenetok.data.index import read_evaluation_index
-
-            available = set(self.scenes())
-            entries = []
-            for entry in read_evaluation_index(path):
-                scene = entry.scene
-                if scene not in available:
-                    stem = re.sub(r"_\d+$", "", scene)
-                    if stem in available:
-                        scene = stem
-                    else:
-                        self.record_skip(entry.scene, "in the evaluation index but not in the dataset", str(path))
-                        continue
-                entries.append(dataclasses.replace(entry, scene=scene))
-        self._evaluation_entries = entries
-        return entries
-
-    def __len__(self) -> int:
-        entries = self.evaluation_entries()
-        return len(entries) if entries is not None else len(self.scenes())
-
-    def select_views(self, item: int) -> tuple[str, list[int], list[int]]:
-        """``(scene, context indices, target indices)`` of sample ``item``: from the evaluation
-        index when one is configured, else from the training view sampler."""
-        entries = self.evaluation_entries()
-        if entries is not None:
-            entry = entries[item]
-            return entry.scene, list(entry.context), list(entry.target)
-        from scenetok.components.datasets.view_sampling import sample_training_views, stable_seed
-
-        config = self.config  # type: ignore[attr-defined]
-        scene = self.scenes()[item]
-        generator = torch.Generator().manual_seed(
-            stable_seed("train", config.seed, getattr(self, "_epoch", 0), item)
-        )
-        cameras = self.frame_cameras(scene)
-        context, target = sample_training_views(
-            self.num_frames(scene),
-            context_views=config.context_views,
-            target_views=config.target_views,
-            generator=generator,
-            window_min=config.window_min,
-            window_max=config.window_max,
-            context_sampling=config.context_sampling,
-            target_clips=config.target_clips,
-            target_margin=config.target_margin,
-            extrinsics=None if cameras is None else cameras.extrinsics,
-        )
-        return scene, context, target
-
-    def load_sample(self, item: int) -> dict[str, Any]:
-        """Sample ``item`` without skip handling (raises :class:`CorruptSampleError`)."""
-        return self.load_selection(*self.select_views(item))
-
-    def load_selection(self, scene: str, context: list[int], target: list[int]) -> dict[str, Any]:
-        """The sample dict for explicit ``context`` / ``target`` frames of ``scene``: the one place
-        training, evaluation and rendering load views through (override it to post-process
-        samples). Raises :class:`CorruptSampleError`."""
-        frames = sorted(set(context) | set(target))
-        num_frames = self.num_frames(scene)
-        if frames[-1] >= num_frames:
-            raise CorruptSampleError(f"frame {frames[-1]} requested but scene {scene} has {num_frames} frames")
-        views = self.load_views(scene, frames)  # decode every frame once, even if shared
-        position = {frame: i for i, frame in enumerate(frames)}
-
-        def pick(indices: list[int]) -> dict[str, Tensor]:
-            rows = torch.tensor([position[i] for i in indices], dtype=torch.long)
-            out = {key: value[rows] for key, value in views.items() if key != "indices"}
-            out["indices"] = torch.tensor(indices, dtype=torch.long)
-            return out
-
-        return {"scene": scene, "context": pick(context), "target": pick(target)}
-
-    def __getitem__(self, item: int) -> dict[str, Any]:
-        """A sample dict (see :func:`scenetok.types.collate_scenes`). A corrupt sample is skipped
-        (warning + :attr:`skipped` + report) and the next one is returned instead, so with an
-        evaluation index a caller should trust the returned ``"scene"`` key, not the position."""
-        length = len(self)
-        if not 0 <= item < length:
-            raise IndexError(f"sample {item} out of range for {length} samples")
-        errors = []
-        for attempt in range(min(self.max_skip_attempts, length)):
-            current = (item + attempt) % length
-            try:
-                return self.load_sample(current)
-            except CorruptSampleError as error:
-                scene = self.select_scene_key(current)
-                self.record_skip(scene, str(error))
-                errors.append(f"{scene}: {error}")
-        raise CorruptSampleError(
-            f"{len(errors)} consecutive samples from {item} are unusable: " + "; ".join(errors)
-        )
-
-    def select_scene_key(self, item: int) -> str:
-        """The scene of sample ``item`` (cheap; no view selection)."""
-        entries = self.evaluation_entries()
-        return entries[item].scene if entries is not None else self.scenes()[item]
+    @property
+    @abc.abstractmethod
+    def skipped(self) -> list[dict[str, str]]:
+        """Everything this process skipped: ``{"dataset", "scene", "file", "reason"}`` records."""
 
 
 class CorruptSampleError(RuntimeError):

@@ -19,55 +19,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from scenetok.components.datasets.common import parse_image_size
+from scenetok import registry, rollout
+from scenetok.checkpoint import load_checkpoint
+from scenetok.data.dataset import parse_image_size
 from scenetok.geometry.conventions import make_relative
 from scenetok.interfaces import DiagonalGaussian, LatentSpec
 from scenetok.nn.utils import count_parameters
+from scenetok.recipe import RESERVED_KEYS, Recipe, RecipeError, load_recipe_dict, upgrade_stored_recipe
+from scenetok.sections import ModelConfig, RenderConfig
 from scenetok.types import Cameras, SceneBatch, Views
 
-if TYPE_CHECKING:
-    from scenetok.recipe import Recipe
-
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ModelConfig:
-    """Options of the SceneTok composition (recipe section ``model``).
-
-    Attributes:
-        reference_view: context view that poses are made relative to during training:
-            ``"random"`` (the paper), ``"first"`` or ``"middle"``. Evaluation always uses the middle.
-        context_latents: ``"sample"`` (the paper's training: VA-VAE posterior sample) or ``"mean"``.
-        cfg_dropout: probability that a training sample is rendered from the learned null tokens
-            instead of its scene tokens, so classifier-free guidance works at render time.
-        token_mask_ratio: if > 0, each training sample replaces a random fraction in
-            ``[0, token_mask_ratio]`` of its scene tokens by the null token ("how many tokens does a
-            view need" studies).
-        kl_scale: multiplies the KL term (the schedule itself lives in ``train``).
-    """
-
-    reference_view: str = "random"
-    context_latents: str = "sample"
-    cfg_dropout: float = 0.0
-    token_mask_ratio: float = 0.0
-    kl_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.reference_view not in ("random", "first", "middle"):
-            raise ValueError(f"model.reference_view must be random, first or middle, got {self.reference_view!r}")
-        if self.context_latents not in ("sample", "mean"):
-            raise ValueError(f"model.context_latents must be sample or mean, got {self.context_latents!r}")
-        for name in ("cfg_dropout", "token_mask_ratio"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"model.{name} must be in [0, 1], got {value}")
 
 
 def image_size_of(dataset_config: Any) -> tuple[int, int]:
@@ -95,6 +64,8 @@ class SceneTok(nn.Module):
     def __init__(self, recipe: Recipe, device: torch.device | str | None = None):
         super().__init__()
         self.config: ModelConfig = recipe.sections["model"]
+        #: The recipe's ``render`` section: what :meth:`render` does unless told otherwise.
+        self.render_config: RenderConfig = recipe.sections["render"]
         self.recipe = recipe
         self.image_size = image_size_of(recipe["dataset"].config)
         builders = build_components(recipe, self.image_size, device=device)
@@ -107,6 +78,46 @@ class SceneTok(nn.Module):
         self.context_spec: LatentSpec = self.image_compressor.spec
         self.target_spec: LatentSpec = self.target_image_compressor.spec
         self.compressor_frozen = False
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, overrides: Iterable[str] = (), *, ema: bool = True,
+                        device: torch.device | str = "cpu") -> SceneTok:
+        """A trained SceneTok from a run or checkpoint directory (EMA weights when stored).
+
+        The recipe stored in the checkpoint is validated once, with ``overrides`` applied (e.g.
+        ``render.steps=10``); the trained step is ``model.trained_step``. The sampler's noise
+        process must be the trained one: a network trained with ``flow`` is never rendered with
+        ``ddpm``.
+
+        Example::
+
+            model = SceneTok.from_pretrained("runs/quickstart")
+            tokens = model.encode(context).mode()                       # (B, N, D)
+            frames = model.render(tokens, target_cameras, steps=4)      # (B, V, 3, H, W)
+        """
+        checkpoint = load_checkpoint(path, map_location=device)
+        stored = upgrade_stored_recipe(checkpoint.recipe)
+        recipe = load_recipe_dict(stored, source=f"{checkpoint.path}/recipe.json", overrides=overrides)
+        # The trained noise process, read from the stored node without validating a second recipe.
+        trained = stored["sampler"]
+        trained_cls = registry.get_component("sampler", trained["name"], provider=trained.get("provider"))
+        trained_process = trained_cls.process(trained_cls.Config(**{
+            key: value for key, value in trained.items() if key not in RESERVED_KEYS}))
+        wanted_process = recipe["sampler"].cls.process(recipe["sampler"].config)
+        if trained_process != wanted_process:
+            raise RecipeError([f"sampler: the checkpoint was trained with the {trained['name']!r} sampler "
+                               f"(process {trained_process}); it cannot be rendered with process "
+                               f"{wanted_process}. Retrain with that sampler instead."])
+        model = cls(recipe).to(device)
+        state = checkpoint.tensors["ema"] if ema and "ema" in checkpoint.tensors else checkpoint.tensors["model"]
+        model.networks().load_state_dict(state)
+        model.trained_step = checkpoint.step
+        return model.eval()
+
+    def networks(self) -> nn.ModuleDict:
+        """The trained networks (token compressor + decoder) as one container, as checkpoints and
+        EMA store them. Frozen autoencoders are not stored: their weights come from their own files."""
+        return nn.ModuleDict({"token_compressor": self.token_compressor, "decoder": self.decoder})
 
     # ------------------------------------------------------------------------------------------
     # Encoding
@@ -220,53 +231,44 @@ class SceneTok(nn.Module):
         self,
         scene_tokens: Tensor,
         target_cameras: Cameras,
-        steps: int | None = None,
-        strategy: str = "full_sequence",
-        window: int | None = None,
-        context_frames: int | None = None,
-        cfg_scale: float = 1.0,
+        settings: RenderConfig | None = None,
+        *,
         generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
         progress: bool = False,
         decode: bool = True,
+        **changes: Any,
     ) -> Tensor:
         """Render ``target_cameras`` (B, V) from ``scene_tokens`` (B, N, D).
 
-        Poses must be relative to the same reference camera as the tokens' context views. Long
-        trajectories are generated with a rollout ``strategy`` over windows of at most ``window``
-        latent frames (default: the decoder's maximum), carrying ``context_frames`` clean frames
-        into the next window.
+        Poses must be relative to the same reference camera as the tokens' context views. How to
+        render (steps, rollout strategy and window, guidance) is ``settings`` (default: the
+        recipe's ``render`` section, :attr:`render_config`), with keyword ``changes`` of its fields
+        on top, e.g. ``render(tokens, cameras, steps=4, guidance=2.0)``. ``noise`` is the initial
+        noise ``(B, F, C, h, w)`` (default: drawn from ``generator``).
 
-        Returns images ``(B, V, 3, H, W)`` in ``[0, 1]`` (or target latents if ``decode=False``).
+        Returns images ``(B, V, 3, H, W)`` in ``[0, 1]`` (or target latents ``(B, F, C, h, w)`` if
+        ``decode=False``).
         """
-        from scenetok import rollout
-
+        settings = settings or self.render_config
+        if changes:
+            settings = dataclasses.replace(settings, **changes)
         spec = self.target_spec
-        num_frames = int(target_cameras.shape[1])
-        groups = spec.frame_groups(num_frames)
-        latent_frames = len(groups)
+        groups = spec.frame_groups(int(target_cameras.shape[1]))
         height, width = _latent_size(spec, self.image_size, "target_image_compressor")
-        max_window = type(self.decoder).max_latent_frames(self.decoder.config)
-        window = min(window or max_window, max_window)
-        if context_frames is None:
-            context_frames = window // 2
-        steps = steps or getattr(self.sampler.config, "steps", 25)
-        schedule = rollout.build_schedule(
-            strategy, frames=latent_frames, steps=steps, window=window,
-            context_frames=min(context_frames, window - 1), levels=self.sampler.inference_levels(steps),
-        )
+        schedule = rollout.schedule_for(settings, self.sampler, frames=len(groups),
+                                        max_window=type(self.decoder).max_latent_frames(self.decoder.config))
 
         def denoise(x: Tensor, t: Tensor, frame_index: Tensor) -> Tensor:
-            frame_ids = [f for i in frame_index.tolist() for f in groups[i]]
-            cams = target_cameras[:, frame_ids]
+            cameras = target_cameras[:, [f for i in frame_index.tolist() for f in groups[i]]]
             net_t = self.sampler.network_timesteps(t)
-            cond = self.decoder(x, net_t, cams, scene_tokens)
-            if cfg_scale == 1.0:
+            cond = self.decoder(x, net_t, cameras, scene_tokens)
+            if settings.guidance == 1.0:
                 return cond
-            uncond = self.decoder(x, net_t, cams, None)
-            return rollout.guided(cond, uncond, cfg_scale)
+            return rollout.guided(cond, self.decoder(x, net_t, cameras, None), settings.guidance)
 
-        shape = (scene_tokens.shape[0], latent_frames, spec.channels, height, width)
-        latents = rollout.rollout(denoise, self.sampler, shape, schedule, generator=generator,
+        shape = (scene_tokens.shape[0], len(groups), spec.channels, height, width)
+        latents = rollout.rollout(denoise, self.sampler, shape, schedule, generator=generator, noise=noise,
                                   progress=progress, device=scene_tokens.device, dtype=scene_tokens.dtype)
         if not decode:
             return latents

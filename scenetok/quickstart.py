@@ -18,6 +18,11 @@ from pathlib import Path
 
 import scenetok
 
+from scenetok.eval.evaluate import evaluate_run
+from scenetok.recipe import load_recipe
+from scenetok.render import render_run
+from scenetok.train.loop import Trainer
+
 log = logging.getLogger(__name__)
 
 #: Minutes of the total budget kept for evaluation and rendering (measured: ~0.2 min on 2 cores).
@@ -37,11 +42,6 @@ def recipe_path(name: str = "quickstart.yaml") -> Path:
 def run_quickstart(out_dir: str | Path = "runs/quickstart", minutes: float | None = None,
                    overrides: Iterable[str] = (), progress: bool = True) -> str:
     """Train, evaluate and render; returns the printed summary (also written to ``summary.md``)."""
-    from scenetok.eval.evaluate import evaluate_run
-    from scenetok.recipe import load_recipe
-    from scenetok.render import render_run
-    from scenetok.train.loop import Trainer
-
     started = time.monotonic()
     out = Path(out_dir)
     overrides = list(overrides)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import importlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,8 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from scenetok import registry
+from scenetok.hookspecs import get_plugin_manager
+from scenetok.sections import CORE_SECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +52,6 @@ COMPONENT_SECTIONS: dict[str, str] = {
 #: Sections that a recipe may leave out.
 OPTIONAL_SECTIONS = {"target_image_compressor"}
 
-#: Core (non-component) sections -> their Config dataclass, imported lazily.
-CORE_SECTIONS: dict[str, str] = {
-    "model": "scenetok.model:ModelConfig",
-    "train": "scenetok.train.config:TrainConfig",
-    "eval": "scenetok.eval.config:EvalConfig",
-    "render": "scenetok.render:RenderConfig",
-}
 #: Plain top-level keys.
 SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
     "recipe_version": int,
@@ -234,9 +230,62 @@ def apply_override(composed: ComposedRecipe, text: str) -> None:
     _merge_section(composed, section, nested, COMMAND_LINE)
 
 
+RECIPES_GROUP = "scenetok.recipes"
+
+
+def list_recipes() -> dict[str, tuple[Path, str]]:
+    """Shipped recipes, core's and plugins' alike: ``{name: (file, distribution)}``.
+
+    A distribution ships recipes by pointing an entry point of the ``scenetok.recipes`` group at a
+    package folder of YAML files (core: ``scenetok.recipes``); a recipe's name is its path inside
+    that folder without ``.yaml`` (``quickstart``, ``re10k/scenetok``). A name shipped twice keeps
+    the first and logs the clash.
+    """
+    import importlib.metadata as metadata
+    import importlib.util
+
+    found: dict[str, tuple[Path, str]] = {}
+    for ep in sorted(metadata.entry_points(group=RECIPES_GROUP),
+                     key=lambda e: (e.dist is None or e.dist.name != registry.CORE_DISTRIBUTION, e.name)):
+        distribution = ep.dist.name if ep.dist is not None else "<unknown>"
+        try:  # the folder of a (namespace) package, found without importing it
+            spec = importlib.util.find_spec(ep.value)
+            folders = [Path(f) for f in (spec.submodule_search_locations or [])] if spec else []
+        except (ImportError, ValueError) as error:
+            folders, spec = [], error
+        if not folders:
+            log.warning("recipes of %s (%s) are not a readable package folder and are skipped (%s)",
+                        distribution, ep.value, spec)
+            continue
+        folder = folders[0]
+        for path in sorted(folder.rglob("*.yaml")):
+            name = path.relative_to(folder).with_suffix("").as_posix()
+            if name in found:
+                log.warning("recipe %r is shipped by %s and %s; using %s's", name, found[name][1],
+                            distribution, found[name][1])
+                continue
+            found[name] = (path, distribution)
+    return found
+
+
+def find_recipe(path_or_name: str | Path) -> Path:
+    """A recipe file: ``path_or_name`` itself when it is a file, else the shipped recipe of that
+    name (see :func:`list_recipes`). Raises :class:`RecipeError` naming the close matches."""
+    path = Path(path_or_name)
+    if path.is_file() or path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    shipped = list_recipes()
+    name = str(path_or_name)
+    if name in shipped:
+        return shipped[name][0]
+    raise RecipeError([f"recipe {name!r} is neither a file nor a shipped recipe.{_did_you_mean(name, shipped)} "
+                       f"Shipped recipes: {', '.join(shipped) or 'none'} (see `scenetok recipes`)"])
+
+
 def compose(path: str | Path, overrides: Iterable[str] = ()) -> ComposedRecipe:
-    """Phase 1: read ``path`` with its ``extends`` chain and apply ``overrides``."""
-    path = Path(path)
+    """Phase 1: read ``path`` (a file or a shipped recipe's name) with its ``extends`` chain and
+    apply ``overrides``."""
+    path = find_recipe(path)
     composed = ComposedRecipe(source=str(path), data={})
     _compose_file(path, composed, ())
     for text in overrides:
@@ -326,8 +375,6 @@ class Recipe:
 
 
 def _config_to_plain(config: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)  # type: ignore[return-value]
 
 
@@ -352,9 +399,6 @@ def build_config(config_cls: type, values: Mapping[str, Any], prefix: str, error
     def where(key: str | None = None) -> str:
         dotted = f"{prefix}.{key}" if key else prefix
         return f"{origin(dotted)}: {dotted}" if origin else dotted
-
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
     try:
         merged = OmegaConf.structured(defaults if defaults is not None else config_cls)
@@ -387,13 +431,10 @@ def build_config(config_cls: type, values: Mapping[str, Any], prefix: str, error
     return None
 
 
-def _import_attr(spec: str) -> Any:
-    module, attr = spec.split(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def validate(composed: ComposedRecipe, check_hooks: bool = True) -> Recipe:
-    """Phase 2: build every typed config and run the cross-component checks.
+def validate(composed: ComposedRecipe) -> Recipe:
+    """Phase 2: build every typed config, then run the recipe checks registered through the
+    ``scenetok_validate_recipe`` hook: core's cross-component check (:mod:`scenetok.core_hooks`)
+    and any plugin's.
 
     Raises :class:`RecipeError` listing *every* problem found.
     """
@@ -456,12 +497,11 @@ def validate(composed: ComposedRecipe, check_hooks: bool = True) -> Recipe:
                                                 registry.provider_of(kind, name))
 
     sections: dict[str, Any] = {}
-    for section, target in CORE_SECTIONS.items():
+    for section, config_cls in CORE_SECTIONS.items():
         node = data.get(section) or {}
         if not isinstance(node, Mapping):
             errors.append(f"{where(section)}: must be a mapping, got {node!r}")
             continue
-        config_cls = _import_attr(target)
         config = build_config(config_cls, node, section, errors, origin=composed.origin)
         if config is not None:
             sections[section] = config
@@ -469,13 +509,7 @@ def validate(composed: ComposedRecipe, check_hooks: bool = True) -> Recipe:
     recipe = Recipe(source=composed.source, data=data, components=components, sections=sections,
                     notes=list(composed.notes), seed=int(data.get("seed", 0) or 0))
     if not errors:
-        from scenetok.model import check_recipe  # cross-component capability checks
-
-        errors.extend(check_recipe(recipe))
-        if check_hooks:
-            from scenetok.hookspecs import get_plugin_manager
-
-            get_plugin_manager().hook.scenetok_validate_recipe(recipe=recipe, errors=errors)
+        get_plugin_manager().hook.scenetok_validate_recipe(recipe=recipe, errors=errors)
     if errors:
         raise RecipeError(errors, source=None)
     for note in composed.notes:
@@ -484,8 +518,35 @@ def validate(composed: ComposedRecipe, check_hooks: bool = True) -> Recipe:
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
-    """Compose and validate a recipe file (the one call most code needs)."""
+    """Compose and validate a recipe file or shipped recipe name (the one call most code needs)."""
     return validate(compose(path, overrides))
+
+
+def upgrade_stored_recipe(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe stored in a checkpoint, brought to the current schema (the stored file is never
+    changed). scenetok 0.1 kept the inference step count in ``sampler.steps`` and rendering
+    settings in ``eval``; they now live in the one ``render`` section."""
+    data = copy.deepcopy(dict(data))
+    data.pop(PROVENANCE_KEY, None)
+    render = data.setdefault("render", {})
+    sampler = data.get("sampler", {})
+    if isinstance(sampler, dict) and "steps" in sampler:
+        steps = sampler.pop("steps")
+        if not render.get("steps"):
+            render["steps"] = steps
+    if render.get("steps") == 0:  # 0.1's "the sampler's default"
+        render.pop("steps")
+    evaluation = data.get("eval", {})
+    if isinstance(evaluation, dict):
+        for key in ("steps", "strategy", "cfg_scale", "deterministic"):
+            evaluation.pop(key, None)
+    if "cfg_scale" in render:
+        render["guidance"] = render.pop("cfg_scale")
+    if render.get("window") == 0:
+        render["window"] = None
+    if isinstance(render.get("context_frames"), int) and render["context_frames"] < 0:
+        render["context_frames"] = None
+    return data
 
 
 def load_recipe_dict(data: Mapping[str, Any], source: str = "<dict>", overrides: Iterable[str] = ()) -> Recipe:

@@ -238,7 +238,7 @@ def get_component(kind: str, name: str, provider: str | None = None) -> type:
 
 def check_component_class(kind: str, name: str, obj: Any, info: ComponentInfo | None = None) -> None:
     """Verify that ``obj`` is a proper component class of ``kind`` (subclass, ``Config``, presets)."""
-    import scenetok.interfaces as interfaces  # imports torch; only when a component is loaded
+    import scenetok.interfaces as interfaces  # lazy: imports torch; only when a component is loaded
 
     base = getattr(interfaces, _BASE_CLASSES[kind])
     where = f" ({info.provider}, entry point {info.value})" if info else ""

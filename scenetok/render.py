@@ -4,48 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from scenetok.geometry.trajectories import orbit, spline_through_cameras
+from scenetok.data.dataset import build_dataset
+from scenetok.data.view_sampling import sample_evaluation_views, stable_seed
+from scenetok.model import SceneTok
+from scenetok.render_io import write_frames, write_video
 from scenetok.types import Cameras, SceneBatch, Views, views_from_sample
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RenderConfig:
-    """Defaults of ``scenetok render`` (recipe section ``render``).
-
-    Attributes:
-        trajectory: ``"spline"`` through the context poses, ``"orbit"`` around the scene centre, or
-            ``"targets"`` (the dataset's own target frames).
-        frames: number of frames to render along the trajectory.
-        steps: sampler steps (0 = the sampler's default).
-        strategy: rollout strategy for trajectories longer than the decoder window.
-        window: latent frames per window (0 = the decoder's maximum).
-        context_frames: clean frames carried into the next window (-1 = half the window).
-        cfg_scale: classifier-free guidance scale (1 = off).
-        deterministic: fixed noise seed per scene and posterior means.
-        fps: frame rate of the MP4/GIF.
-    """
-
-    trajectory: str = "spline"
-    frames: int = 16
-    steps: int = 0
-    strategy: str = "full_sequence"
-    window: int = 0
-    context_frames: int = -1
-    cfg_scale: float = 1.0
-    deterministic: bool = True
-    fps: int = 8
-
-    def __post_init__(self) -> None:
-        if self.trajectory not in ("spline", "orbit", "targets"):
-            raise ValueError(f"render.trajectory must be spline, orbit or targets, got {self.trajectory!r}")
-        if self.strategy not in ("full_sequence", "autoregressive", "pyramid"):
-            raise ValueError(f"render.strategy must be full_sequence, autoregressive or pyramid, got {self.strategy!r}")
 
 
 def trajectory_cameras(kind: str, context: Cameras, frames: int, dataset_targets: Cameras | None = None) -> Cameras:
@@ -55,8 +25,6 @@ def trajectory_cameras(kind: str, context: Cameras, frames: int, dataset_targets
     * ``orbit``: a circle around the point the context cameras look at, at their mean distance.
     * ``targets``: the dataset's own target frames (``dataset_targets``).
     """
-    from scenetok.geometry.trajectories import orbit, spline_through_cameras
-
     if kind == "spline":
         return spline_through_cameras(context, frames)
     if kind == "orbit":
@@ -86,15 +54,10 @@ def render_run(run: str | Path, out_dir: str | Path | None = None, scene: str | 
     Writes ``frames/frame_XXXX.png``, ``render.mp4`` (or ``render.gif``) and ``context.png`` into
     ``out_dir`` (default ``RUN/render``). Returns ``out_dir``.
     """
-    from scenetok.components.datasets.view_sampling import sample_evaluation_views
-    from scenetok.datasets import build_dataset
-    from scenetok.components.datasets.view_sampling import stable_seed
-    from scenetok.render_io import write_frames, write_video
-    from scenetok.train.loop import load_trained
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, recipe, _ = load_trained(run, overrides, device=device)
-    config: RenderConfig = recipe.sections["render"]
+    model = SceneTok.from_pretrained(run, overrides, device=device)
+    recipe = model.recipe
+    config = model.render_config
     trajectory = trajectory or config.trajectory
     frames = frames or config.frames
     deterministic = config.deterministic if deterministic is None else deterministic
@@ -122,12 +85,8 @@ def render_run(run: str | Path, out_dir: str | Path | None = None, scene: str | 
                    indices=torch.arange(frames)[None])
     batch = SceneBatch(context, target, [scene])
     generator = torch.Generator().manual_seed(stable_seed("render", scene) if deterministic else torch.seed())
-    rendered = model.reconstruct(
-        batch.to(device), deterministic=deterministic, generator=generator, steps=config.steps or None,
-        strategy=config.strategy, window=config.window or None,
-        context_frames=None if config.context_frames < 0 else config.context_frames,
-        cfg_scale=config.cfg_scale, progress=progress,
-    )[0].cpu()
+    rendered = model.reconstruct(batch.to(device), deterministic=deterministic, generator=generator,
+                                 progress=progress)[0].cpu()
     out = Path(out_dir) if out_dir else Path(run) / "render"
     write_frames(rendered, out / "frames", prefix="frame")
     write_frames(context.images[0], out / "context", prefix="context")

@@ -93,8 +93,8 @@ def video_encoder_available() -> bool:
 def write_video(frames: Tensor, path: str | os.PathLike[str], fps: float = 24.0) -> Path:
     """Write an MP4 (H.264) of ``frames`` ``(V, 3, H, W)``; a GIF next to it if MP4 is impossible.
 
-    MP4 needs the optional ``imageio-ffmpeg`` package (``pip install scenetok[video]``). Without
-    it, or if encoding fails, the frames are written as ``<path stem>.gif`` instead. The log says
+    MP4 needs ``imageio-ffmpeg`` (a dependency of scenetok, which ships an ffmpeg binary). If it is
+    missing anyway, or encoding fails, the frames are written as ``<path stem>.gif`` instead. The log says
     which encoder was used.
 
     Returns:

@@ -33,19 +33,17 @@ context. :func:`rollout` runs a schedule with any sampler.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from scenetok.components.samplers.flow import standard_normal
 from scenetok.interfaces import Sampler
+from scenetok.sampling import standard_normal
+from scenetok.sections import STRATEGIES, RenderConfig
 
 logger = logging.getLogger(__name__)
-
-STRATEGIES = ("full_sequence", "autoregressive", "pyramid")
 
 #: ``denoise(x_window (B, Fw, ...), t_window (B, Fw) in [0, 1], frame_index (Fw,)) -> prediction``.
 DenoiseFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -74,51 +72,17 @@ class RolloutSchedule(NamedTuple):
         return int(self.noise_levels.shape[1])
 
 
-@dataclass
-class RolloutConfig:
-    """How the renderer denoises a trajectory (a recipe option, shared by all samplers).
+def schedule_for(settings: RenderConfig, sampler: Sampler, frames: int, max_window: int) -> RolloutSchedule:
+    """The schedule of the recipe's ``render`` section for ``frames`` latent frames, with
+    ``sampler``'s inference levels. ``max_window`` is the decoder's ``max_latent_frames``: the
+    default window, and an upper bound for a configured one."""
+    window = max_window if settings.window is None else settings.window
+    if window > max_window:
+        raise ValueError(f"render.window={window} exceeds the decoder's max_latent_frames={max_window}")
+    context_frames = window // 2 if settings.context_frames is None else settings.context_frames
+    return build_schedule(settings.strategy, frames, settings.steps, window, min(context_frames, window - 1),
+                          settings.uncertainty, levels=sampler.inference_levels(settings.steps))
 
-    Attributes:
-        strategy: ``"full_sequence"``, ``"autoregressive"`` or ``"pyramid"``.
-        window: latent frames per network call ``W``; ``None`` = the decoder's
-            ``max_latent_frames`` (the paper: 8 for Video DC-AE, 10 for Wan).
-        context_frames: clean frames ``C`` carried into the next window (the paper: 4 / 5).
-        uncertainty: pyramid staircase spacing ``U`` (the paper: 4); unused by the other strategies.
-        steps: inference steps ``K`` per frame; ``None`` = the sampler config's ``steps``.
-    """
-
-    strategy: str = "full_sequence"
-    window: Optional[int] = None
-    context_frames: int = 4
-    uncertainty: int = 4
-    steps: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.window is not None and self.window < 1:
-            raise ValueError(f"window must be >= 1 or None, got {self.window}")
-        if self.context_frames < 0:
-            raise ValueError(f"context_frames must be >= 0, got {self.context_frames}")
-        if self.uncertainty < 0:
-            raise ValueError(f"uncertainty must be >= 0, got {self.uncertainty}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
-
-    def build(self, sampler: Sampler, frames: int, max_window: int) -> RolloutSchedule:
-        """The schedule for ``frames`` latent frames with ``sampler``'s inference levels.
-
-        ``max_window`` is the decoder's ``max_latent_frames``; a configured ``window`` above it is
-        an error.
-        """
-        window = max_window if self.window is None else self.window
-        if window > max_window:
-            raise ValueError(f"window={window} exceeds the decoder's max_latent_frames={max_window}")
-        steps = self.steps if self.steps is not None else getattr(getattr(sampler, "config", None), "steps", None)
-        if steps is None:
-            raise ValueError(f"{type(sampler).__name__} has no config.steps; set RolloutConfig.steps")
-        return build_schedule(self.strategy, frames, steps, window, self.context_frames,
-                              self.uncertainty, levels=sampler.inference_levels(steps))
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,19 +192,6 @@ def guided(cond_pred: Tensor, uncond_pred: Tensor, scale: float) -> Tensor:
     return uncond_pred + scale * (cond_pred - uncond_pred)
 
 
-def solver_step(sampler: Sampler, model_fn: Callable[[Tensor, Tensor], Tensor], x_t: Tensor,
-                t: Tensor, t_next: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """One solver step with the sampler's own multi-evaluation solver when it has one.
-
-    Built-in samplers provide ``denoise_step(model_fn, x_t, t, t_next, generator)`` (Heun needs two
-    network calls); any other sampler gets ``step(x_t, model_fn(x_t, t), t, t_next, generator)``.
-    """
-    denoise_step = getattr(sampler, "denoise_step", None)
-    if denoise_step is not None:
-        return denoise_step(model_fn, x_t, t, t_next, generator)
-    return sampler.step(x_t, model_fn(x_t, t), t, t_next, generator)
-
-
 @torch.no_grad()
 def rollout(
     denoise: DenoiseFn,
@@ -264,7 +215,7 @@ def rollout(
             sampler's target for the window, shape of ``x_window``.
         sampler: the noise process the network was trained with.
         shape: ``(B, F, ...)``, e.g. ``(B, F, C, h, w)``.
-        schedule: from :func:`build_schedule` / :meth:`RolloutConfig.build`, with ``F`` frames.
+        schedule: from :func:`schedule_for` / :func:`build_schedule`, with ``F`` frames.
         generator: ``torch.Generator`` for the initial noise and stochastic solvers.
         progress: show a progress bar over the global steps.
         device, dtype: where / how to create the latents (the levels stay float32).
@@ -295,5 +246,5 @@ def rollout(
         def model_fn(x_window: Tensor, t_window: Tensor, frame_index: Tensor = frame_index) -> Tensor:
             return denoise(x_window, t_window, frame_index)
 
-        x[:, frame_index] = solver_step(sampler, model_fn, x[:, frame_index], t, t_next, generator)
+        x[:, frame_index] = sampler.denoise_step(model_fn, x[:, frame_index], t, t_next, generator)
     return x

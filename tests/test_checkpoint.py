@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from scenetok.train.checkpoint import (
+from scenetok.checkpoint import (
     CheckpointError,
     capture_rng_state,
     flatten_state,
@@ -157,7 +157,7 @@ def test_truncated_newest_falls_back_with_warning(tmp_path, caplog):
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-7])  # a copy cut short
 
-    with caplog.at_level(logging.WARNING, logger="scenetok.train.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="scenetok.checkpoint"):
         checkpoint = load_checkpoint(tmp_path)
     assert checkpoint.step == 10 and checkpoint.state == {"step": 10}
     assert "model.safetensors" in caplog.text and "step_000020" in caplog.text
@@ -172,7 +172,7 @@ def test_saving_after_a_fallback_retires_the_damaged_newer_checkpoint(tmp_path, 
     (damaged / "state.json").write_text("")
     assert load_checkpoint(tmp_path).step == 10
     # the run continues from step 10; step 20 must neither shadow nor prune the new checkpoints
-    with caplog.at_level(logging.WARNING, logger="scenetok.train.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="scenetok.checkpoint"):
         save_checkpoint(tmp_path, 11, {"model": model.state_dict()}, {"resumed": True}, {}, keep_last=2)
     assert "step_000020" in caplog.text
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000010", "step_000011"]

@@ -19,7 +19,7 @@ from PIL import Image
 from scenetok.components.datasets.re10k import RE10KDataset
 from scenetok.components.datasets.rooms import RoomsDataset
 from scenetok.components.datasets.transforms import TransformsDataset
-from scenetok.components.datasets.view_sampling import (
+from scenetok.data.view_sampling import (
     NotEnoughFramesError,
     sample_evaluation_views,
     sample_training_views,

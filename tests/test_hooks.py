@@ -38,8 +38,13 @@ def broken():
 
 @pytest.fixture
 def hook_plugins(monkeypatch):
-    def install(*entry_points):
-        monkeypatch.setattr(hookspecs, "_hook_entry_points", lambda: list(entry_points))
+    """Replace the installed hook plugins by ``entry_points`` (core's own hooks stay, unless
+    ``with_core=False``)."""
+    core = [ep for ep in hookspecs._hook_entry_points() if ep.dist is not None and ep.dist.name == "scenetok"]
+
+    def install(*entry_points, with_core=True):
+        monkeypatch.setattr(hookspecs, "_hook_entry_points",
+                            lambda: [*(core if with_core else []), *entry_points])
         hookspecs.get_plugin_manager.cache_clear()
 
     yield install
@@ -72,4 +77,24 @@ def test_strict_plugins_makes_a_broken_hook_fatal(hook_plugins, monkeypatch):
     monkeypatch.setenv("SCENETOK_STRICT_PLUGINS", "1")
     hook_plugins(FakeEntryPoint("broken", broken))
     with pytest.raises(hookspecs.HookLoadError, match="scenetok-plugin-fake"):
+        hookspecs.get_plugin_manager()
+
+
+def test_core_registers_its_commands_and_recipe_check_through_the_hooks(hook_plugins):
+    from scenetok.cli import build_parser
+    from scenetok.recipe import RecipeError, load_recipe
+
+    hook_plugins()
+    names = {name for name, _ in hookspecs.get_plugin_manager().list_name_plugin()}
+    assert "scenetok:core" in names
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"train", "eval", "render", "quickstart", "validate", "model", "data"} <= set(commands)
+    # the cross-component check (image size vs the compressor's spatial factor) is core's hook
+    with pytest.raises(RecipeError, match="spatial factor"):
+        load_recipe(QUICKSTART, ["dataset.image_size=30"])
+
+
+def test_stale_metadata_without_core_hooks_is_a_clear_error(hook_plugins):
+    hook_plugins(FakeEntryPoint("good", lambda: GoodPlugin()), with_core=False)
+    with pytest.raises(hookspecs.HookLoadError, match="Reinstall scenetok"):
         hookspecs.get_plugin_manager()

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scenetok.components.image_compressors._weights import MissingWeightsError
+from scenetok.weights import MissingWeightsError
 from scenetok.components.image_compressors.pixel import PixelCompressor
 from scenetok.components.image_compressors.sdvae import SDVAE
 from scenetok.components.image_compressors.vavae import VAVAE, VAVAE_LATENT_MEAN, VAVAE_LATENT_STD

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scenetok.datasets import build_dataset
+from scenetok.data.dataset import build_dataset
 from scenetok.model import SceneTok, summary
 from scenetok.recipe import load_recipe
 from scenetok.types import collate_scenes
@@ -52,7 +52,7 @@ def test_image_compressor_swap_trains_with_one_override(name):
 
 @pytest.mark.parametrize("sampler", ["flow", "ddpm"])
 def test_sampler_swap_trains_and_renders(sampler):
-    recipe = load_recipe(TINY, [f"sampler.name={sampler}", "sampler.steps=3"])
+    recipe = load_recipe(TINY, [f"sampler.name={sampler}", "render.steps=3"])
     assert recipe["sampler"].name == sampler
     model, batch, losses = train_steps(recipe)
     assert all(torch.isfinite(torch.tensor(losses)))
@@ -80,8 +80,8 @@ def test_long_trajectory_rollout_and_cfg():
     for strategy in ("full_sequence", "autoregressive", "pyramid"):
         frames = model.render(tokens, long, steps=2, strategy=strategy, context_frames=1)
         assert frames.shape[:2] == (2, 6)
-    guided = model.render(tokens, cameras, steps=2, cfg_scale=3.0, generator=torch.Generator().manual_seed(0))
-    plain = model.render(tokens, cameras, steps=2, cfg_scale=1.0, generator=torch.Generator().manual_seed(0))
+    guided = model.render(tokens, cameras, steps=2, guidance=3.0, generator=torch.Generator().manual_seed(0))
+    plain = model.render(tokens, cameras, steps=2, guidance=1.0, generator=torch.Generator().manual_seed(0))
     assert guided.shape == plain.shape
 
 
@@ -126,7 +126,7 @@ def test_summary_of_the_paper_recipe():
 
 def test_training_on_cached_latents_matches_raw_images(tmp_path):
     from scenetok.data.cache import cache_latents
-    from scenetok.train.checkpoint import load_checkpoint
+    from scenetok.checkpoint import load_checkpoint
     from scenetok.train.loop import train_recipe
 
     recipe = load_recipe(TINY, ["dataset.num_scenes=8"])

@@ -10,13 +10,13 @@ import torch
 from scenetok.components.samplers.ddpm import DDPMSampler
 from scenetok.components.samplers.flow import FlowSampler
 from scenetok.rollout import (
-    STRATEGIES,
-    RolloutConfig,
     build_schedule,
     guided,
     rollout,
     schedule_counters,
+    schedule_for,
 )
+from scenetok.sections import STRATEGIES, RenderConfig
 
 
 @pytest.mark.parametrize("strategy, expected", [
@@ -94,17 +94,21 @@ def test_invalid_schedules():
     with pytest.raises(ValueError, match="levels"):
         build_schedule("full_sequence", 16, 5, 4, 1, levels=torch.linspace(1, 0, 5))
     with pytest.raises(ValueError, match="strategy"):
-        RolloutConfig(strategy="pyramids")
+        RenderConfig(strategy="pyramids")
 
 
-def test_config_build_uses_sampler_levels_and_steps():
-    sampler = FlowSampler(FlowSampler.Config(timesteps="shifted", shift=4.0, steps=6))
-    schedule = RolloutConfig(strategy="pyramid", uncertainty=2, context_frames=1).build(sampler, 12, max_window=4)
+def test_render_settings_schedule_uses_sampler_levels_and_render_steps():
+    sampler = FlowSampler(FlowSampler.Config(timesteps="shifted", shift=4.0))
+    settings = RenderConfig(steps=6, strategy="pyramid", uncertainty=2, context_frames=1)
+    schedule = schedule_for(settings, sampler, 12, max_window=4)
     allowed = sampler.inference_levels(6)
     assert bool(torch.isin(schedule.noise_levels, allowed).all())
     assert schedule.num_steps == build_schedule("pyramid", 12, 6, 4, 1, 2).num_steps
     with pytest.raises(ValueError, match="max_latent_frames"):
-        RolloutConfig(window=8).build(sampler, 12, max_window=4)
+        schedule_for(RenderConfig(window=8), sampler, 12, max_window=4)
+    # null window and context frames: the decoder's window, half of it carried over
+    default = schedule_for(RenderConfig(steps=6), sampler, 12, max_window=4)
+    assert default.num_steps == build_schedule("full_sequence", 12, 6, 4, 2).num_steps
 
 
 def test_guidance():
@@ -137,10 +141,10 @@ def oracle(sampler, clean):
 
 
 SAMPLERS = {
-    "flow-euler": lambda: FlowSampler(FlowSampler.Config(steps=4)),
-    "flow-heun": lambda: FlowSampler(FlowSampler.Config(steps=4, solver="heun", timesteps="shifted", shift=3.0)),
-    "ddim-eps": lambda: DDPMSampler(DDPMSampler.Config(steps=4, solver="ddim")),
-    "ddpm-v": lambda: DDPMSampler(DDPMSampler.Config(steps=5, solver="ddpm", prediction="v", beta_schedule="cosine")),
+    "flow-euler": lambda: FlowSampler(FlowSampler.Config()),
+    "flow-heun": lambda: FlowSampler(FlowSampler.Config(solver="heun", timesteps="shifted", shift=3.0)),
+    "ddim-eps": lambda: DDPMSampler(DDPMSampler.Config(solver="ddim")),
+    "ddpm-v": lambda: DDPMSampler(DDPMSampler.Config(solver="ddpm", prediction="v", beta_schedule="cosine")),
 }
 
 
@@ -149,14 +153,15 @@ SAMPLERS = {
 def test_rollout_with_oracle_recovers_clean_latents(strategy, name):
     sampler = SAMPLERS[name]()
     clean = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    schedule = RolloutConfig(strategy=strategy, context_frames=2, uncertainty=2).build(sampler, SHAPE[1], 4)
+    settings = RenderConfig(steps=5, strategy=strategy, context_frames=2, uncertainty=2)
+    schedule = schedule_for(settings, sampler, SHAPE[1], 4)
     out = rollout(oracle(sampler, clean), sampler, SHAPE, schedule,
                   generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     torch.testing.assert_close(out, clean)
 
 
 def test_rollout_calls_follow_the_schedule():
-    sampler = FlowSampler(FlowSampler.Config(steps=3))
+    sampler = FlowSampler(FlowSampler.Config())
     schedule = build_schedule("pyramid", SHAPE[1], 3, 4, 2, uncertainty=2)
     calls = []
 
@@ -177,7 +182,7 @@ def test_rollout_calls_follow_the_schedule():
 
 
 def test_rollout_is_deterministic_and_respects_initial_noise():
-    sampler = DDPMSampler(DDPMSampler.Config(steps=3, solver="ddpm"))
+    sampler = DDPMSampler(DDPMSampler.Config(solver="ddpm"))
     schedule = build_schedule("autoregressive", 4, 3, 2, 1)
 
     def denoise(x, t, frame_index):
@@ -189,7 +194,7 @@ def test_rollout_is_deterministic_and_respects_initial_noise():
     assert torch.equal(first, second) and not torch.equal(first, other)
 
     noise = torch.randn(1, 4, 2)
-    flow = FlowSampler(FlowSampler.Config(steps=3))
+    flow = FlowSampler(FlowSampler.Config())
     out = rollout(lambda x, t, i: torch.zeros_like(x), flow, (1, 4, 2), schedule, noise=noise)
     torch.testing.assert_close(out, noise)  # zero velocity keeps the initial noise
     with pytest.raises(ValueError, match="shape"):

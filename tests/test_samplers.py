@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from scenetok.components.samplers.ddpm import DDPMSampler
-from scenetok.components.samplers.flow import FlowSampler, shift_timesteps
+from scenetok.components.samplers.flow import FlowSampler
+from scenetok.sampling import shift_timesteps
 
 B, F, C, H, W = 2, 3, 4, 5, 5
 
@@ -39,7 +40,7 @@ DDPM_VARIANTS = [
     (FlowSampler, "solver", "rk4"),
     (FlowSampler, "shared_prob", 1.5),
     (FlowSampler, "shift", 0.0),
-    (FlowSampler, "steps", 0),
+    (FlowSampler, "prediction", "x0"),
     (DDPMSampler, "prediction", "x0"),
     (DDPMSampler, "beta_schedule", "squaredcos"),
     (DDPMSampler, "solver", "euler"),
@@ -56,7 +57,7 @@ def test_process_strings_and_presets():
     assert DDPMSampler.process(DDPMSampler.Config()) == "ddpm/epsilon"
     assert DDPMSampler.process(DDPMSampler.Config(prediction="v")) == "ddpm/v"
     assert FlowSampler.default_config("dl3dv").shift == 4.0
-    assert DDPMSampler.default_config("ddim").steps == 70
+    assert DDPMSampler.default_config("ddim").solver == "ddim"
 
 
 # -- rectified flow ---------------------------------------------------------------------------
@@ -209,7 +210,7 @@ def test_ddim_chain_matches_diffusers_trailing(prediction):
     from diffusers import DDIMScheduler
 
     steps = 10
-    sampler = DDPMSampler(DDPMSampler.Config(solver="ddim", prediction=prediction, steps=steps))
+    sampler = DDPMSampler(DDPMSampler.Config(solver="ddim", prediction=prediction))
     reference = DDIMScheduler(num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=True,
                               timestep_spacing="trailing",
                               prediction_type={"epsilon": "epsilon", "v": "v_prediction"}[prediction])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import LinearLR, MultiStepLR, SequentialLR
 
-from scenetok.train.checkpoint import flatten_state
+from scenetok.checkpoint import flatten_state
 from scenetok.train.schedules import (
     KLWeightScheduleConfig,
     LRScheduleConfig,

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from scenetok.recipe import load_recipe
-from scenetok.train.checkpoint import list_checkpoints, load_checkpoint
-from scenetok.train.loop import Trainer, TrainingAborted, load_trained, train_recipe
+from scenetok.checkpoint import list_checkpoints, load_checkpoint
+from scenetok.model import SceneTok
+from scenetok.train.loop import Trainer, TrainingAborted, train_recipe
 
 TINY = Path(__file__).parent / "recipes" / "tiny.yaml"
 
@@ -69,7 +70,6 @@ def test_resume_refuses_a_different_recipe(tmp_path):
 
 
 def test_nan_steps_are_skipped_and_abort_after_n(tmp_path, monkeypatch):
-    from scenetok.model import SceneTok
 
     recipe = load_recipe(TINY, ["train.max_consecutive_skips=3", "train.steps=10", "train.checkpoint_every=1"])
     trainer = Trainer(recipe, tmp_path, progress=False)
@@ -99,8 +99,8 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path):
     newest = list_checkpoints(tmp_path)[-1]
     target = newest / "model.safetensors"
     target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
-    model, recipe, step = load_trained(tmp_path)
-    assert step == 2
+    model = SceneTok.from_pretrained(tmp_path)
+    assert model.trained_step == 2
 
 
 def test_checkpoint_trained_with_flow_refuses_ddpm(tmp_path):
@@ -108,7 +108,13 @@ def test_checkpoint_trained_with_flow_refuses_ddpm(tmp_path):
 
     train_recipe(TINY, ["train.steps=1"], run_dir=tmp_path, progress=False)
     with pytest.raises(RecipeError, match="cannot be rendered"):
-        load_trained(tmp_path, ["sampler.name=ddpm"])
+        SceneTok.from_pretrained(tmp_path, ["sampler.name=ddpm"])
+    # the same sampler with another prediction target is another process too
+    with pytest.raises(RecipeError, match="cannot be rendered"):
+        SceneTok.from_pretrained(tmp_path, ["sampler.prediction=sample"])
+    # settings that do not change the process are fine, and take effect
+    model = SceneTok.from_pretrained(tmp_path, ["render.steps=3", "sampler.solver=heun"])
+    assert model.render_config.steps == 3 and model.sampler.config.solver == "heun"
 
 
 @pytest.mark.slow

@@ -47,7 +47,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from scenetok import registry
+from scenetok.weights import CheckpointConversionError, load_state_dict_exactly, name_keys
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +79,6 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(rf"^decoder\.up\.(\d+)\.upsample\.conv\.{_PARAM}$"), "upsample"),
     (re.compile(rf"^(quant_conv|post_quant_conv)\.{_PARAM}$"), "quant"),
 ]
-
-
-class CheckpointConversionError(ValueError):
-    """A checkpoint does not map one-to-one onto the model; the message names the offending keys."""
-
-
-def _name_keys(keys: list[str], limit: int = 20) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 def map_ldm_key(key: str, num_levels: int) -> str | None:
@@ -132,7 +126,7 @@ def _num_levels(state: Mapping[str, Tensor]) -> int:
     if not levels:
         raise CheckpointConversionError(
             "the checkpoint has no 'encoder.down.*' keys: it is not an LDM-format KL autoencoder "
-            f"(first keys: {_name_keys(sorted(state), 8)})"
+            f"(first keys: {name_keys(sorted(state), 8)})"
         )
     return max(levels) + 1
 
@@ -172,7 +166,7 @@ def convert_ldm_vae_state_dict(ldm_state: Mapping[str, Tensor]) -> dict[str, Ten
         converted[new_key] = value
     if unmapped:
         raise CheckpointConversionError(
-            f"{len(unmapped)} checkpoint key(s) match no LDM->diffusers rule: {_name_keys(unmapped)}"
+            f"{len(unmapped)} checkpoint key(s) match no LDM->diffusers rule: {name_keys(unmapped)}"
         )
     return converted
 
@@ -215,7 +209,7 @@ def load_ldm_checkpoint(path: str | Path) -> dict[str, Tensor]:
     if foreign:
         raise CheckpointConversionError(
             f"{path}: {len(foreign)} key(s) are neither autoencoder weights ({', '.join(VAE_PREFIXES)}) nor "
-            f"known training-only tensors ({', '.join(TRAINING_ONLY_PREFIXES)}): {_name_keys(sorted(foreign))}"
+            f"known training-only tensors ({', '.join(TRAINING_ONLY_PREFIXES)}): {name_keys(sorted(foreign))}"
         )
     logger.info("%s: %d autoencoder tensors, %d training-only tensors dropped", path, len(state), dropped)
     return state
@@ -226,37 +220,9 @@ def is_ldm_layout(state: Mapping[str, Tensor]) -> bool:
     return any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.", "decoder.mid.")) for k in state)
 
 
-def load_state_dict_exactly(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """``model.load_state_dict(state, strict=True)`` with one error that names every missing key,
-    unexpected key and shape mismatch (torch's own error stops at the first shape mismatch)."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
-        for k in set(state) & set(expected)
-        if tuple(state[k].shape) != tuple(expected[k].shape)
-    )
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing: {_name_keys(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: {_name_keys(unexpected)}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches: {_name_keys(mismatched)}")
-    if problems:
-        raise CheckpointConversionError(
-            f"{source} does not match the model ({'; '.join(problems)}). Check that the component config "
-            "(block_out_channels, layers_per_block, latent_channels, attention_levels) matches the checkpoint."
-        )
-    model.load_state_dict(dict(state), strict=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI: convert an LDM VA-VAE checkpoint to a diffusers-named safetensors file."""
     from safetensors.torch import save_file
-
-    from scenetok.components.image_compressors.vavae import VAVAE, build_autoencoder
 
     parser = argparse.ArgumentParser(prog="python -m scenetok.convert.vavae", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="LDM-format checkpoint (.pt/.ckpt/.safetensors)")
@@ -268,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
 
     converted = convert_ldm_vae_state_dict(load_ldm_checkpoint(args.source))
     if not args.no_verify:
+        # The component is reached through the registry: core never imports an implementation.
+        vavae = registry.get_component("image_compressor", "vavae")
         with torch.device("meta"):
-            model = build_autoencoder(VAVAE.Config(random_init=True))
+            model = vavae(vavae.Config(random_init=True)).autoencoder
         load_state_dict_exactly(model, {k: v.to("meta") for k, v in converted.items()}, str(args.source))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name(args.output.name + ".tmp")

@@ -112,9 +112,8 @@ def write_evaluation_index(
     Returns:
         ``out_path``.
     """
-    # imported here: the view sampler pulls in torch, this module must stay light to import
-    from scenetok.components.datasets.view_sampling import sample_evaluation_views
-    from scenetok.interfaces import CorruptSampleError
+    from scenetok.data.view_sampling import sample_evaluation_views  # lazy: imports torch
+    from scenetok.interfaces import CorruptSampleError  # lazy: imports torch
 
     entries: dict[str, dict[str, list[int]]] = {}
     for scene in dataset.scenes():

@@ -10,6 +10,7 @@ context view would score them perfectly and say nothing about novel-view synthes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable
@@ -18,12 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
-from scenetok.components.datasets.view_sampling import stable_seed
+from scenetok.data.dataset import build_dataset
+from scenetok.data.index import write_evaluation_index
+from scenetok.data.view_sampling import stable_seed
 from scenetok.eval.baselines import copy_nearest_context, mean_context
 from scenetok.eval.metrics import FIDMetric, LPIPSMetric, MetricSuite
 from scenetok.eval.report import ReportExample, format_markdown, write_eval_report
 from scenetok.interfaces import CorruptSampleError
+from scenetok.model import SceneTok
+from scenetok.sections import EvalConfig, RenderConfig
 from scenetok.types import SceneBatch, collate_scenes
 
 log = logging.getLogger(__name__)
@@ -47,16 +53,17 @@ def evaluation_sample(dataset: Any, scene: str, context: list[int], target: list
     return dataset.load_selection(scene, list(context), target)
 
 
-def evaluate_model(model: Any, dataset: Any, entries: Iterable[Any], *, config: Any, out_dir: Path,
-                   metadata: dict[str, Any] | None = None, progress: bool = True,
-                   allow_random_lpips: bool = False) -> EvalReport:
-    """Score ``model`` (a :class:`~scenetok.model.SceneTok`, or ``None`` for baselines only) on
-    ``entries`` of an evaluation index and write ``eval.json``, ``eval.md`` and ``eval_grid.png``.
+def evaluate_model(model: SceneTok | None, dataset: Any, entries: Iterable[Any], *, config: EvalConfig,
+                   out_dir: Path, render: RenderConfig | None = None, metadata: dict[str, Any] | None = None,
+                   progress: bool = True, allow_random_lpips: bool = False) -> EvalReport:
+    """Score ``model`` (or ``None`` for baselines only) on ``entries`` of an evaluation index and
+    write ``eval.json``, ``eval.md`` and ``eval_grid.png``. Scenes are rendered with ``render``
+    (default: the model's recipe's ``render`` section).
 
     Scenes are rendered one at a time: in deterministic mode each scene's noise depends on its key
     alone, and scenes of an index may differ in their numbers of views."""
-    from tqdm.auto import tqdm
-
+    if render is None:
+        render = model.render_config if model is not None else RenderConfig()
     lpips = LPIPSMetric(config.lpips_net, backbone_weights=config.lpips_weights or None,
                         allow_random_backbone=allow_random_lpips)
     fid_factory = (lambda: FIDMetric(config.fid_weights)) if config.fid_weights else None
@@ -78,30 +85,29 @@ def evaluate_model(model: Any, dataset: Any, entries: Iterable[Any], *, config: 
             skipped.append(f"{entry.scene}: every target frame is a context frame")
             continue
         excluded_frames += len(entry.target) - len(sample["target"]["indices"])
-        _score_scene(model, collate_scenes([sample]), suite, config, examples)
+        _score_scene(model, collate_scenes([sample]), suite, config, render, examples)
 
     meta = dict(metadata or {})
     meta.update({"scenes_requested": len(entries), "scenes_skipped": skipped,
                  "target_frames_excluded_as_context": excluded_frames,
-                 "deterministic": config.deterministic, "steps": config.steps or None,
-                 "strategy": config.strategy, "cfg_scale": config.cfg_scale})
+                 "render": dataclasses.asdict(render)})
     written = write_eval_report(out_dir, suite.compute(), metadata=meta, examples=examples)
     data = json.loads(written["json"].read_text())
     return EvalReport(Path(out_dir), data, format_markdown(data))
 
 
-def _score_scene(model: Any, batch: SceneBatch, suite: MetricSuite, config: Any,
-                 examples: list[ReportExample]) -> None:
+def _score_scene(model: SceneTok | None, batch: SceneBatch, suite: MetricSuite, config: EvalConfig,
+                 render: RenderConfig, examples: list[ReportExample]) -> None:
     """Render one scene (a batch of one) and add it, and its baselines, to ``suite``."""
     truth = batch.target.images
     predictions: dict[str, torch.Tensor] = {}
     if model is not None:
         device = next(model.parameters()).device
         # Deterministic mode: the noise depends on the scene key alone.
-        seed = stable_seed("render", batch.scenes[0]) if config.deterministic else int(torch.seed())
+        seed = stable_seed("render", batch.scenes[0]) if render.deterministic else int(torch.seed())
         predictions["model"] = model.reconstruct(
-            batch.to(device), deterministic=config.deterministic, generator=torch.Generator().manual_seed(seed),
-            steps=config.steps or None, strategy=config.strategy, cfg_scale=config.cfg_scale).cpu()
+            batch.to(device), deterministic=render.deterministic, generator=torch.Generator().manual_seed(seed),
+            settings=render).cpu()
     if config.baselines:
         predictions["nearest_context"] = copy_nearest_context(batch.context, batch.target.cameras)
         predictions["mean_context"] = mean_context(batch.context, batch.target.cameras)
@@ -119,16 +125,11 @@ def evaluate_run(run: str | Path, index: str | Path | None = None, out_dir: str 
                  overrides: Iterable[str] = (), max_scenes: int | None = None, progress: bool = True,
                  allow_random_lpips: bool = False) -> EvalReport:
     """``scenetok eval``: load a run/checkpoint and evaluate it on its recipe's held-out split."""
-    from scenetok.data.index import write_evaluation_index
-    from scenetok.datasets import build_dataset
-    from scenetok.train.loop import load_trained
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, recipe, step = load_trained(run, overrides, device=device)
+    model = SceneTok.from_pretrained(run, overrides, device=device)
+    recipe, step = model.recipe, model.trained_step
     config = recipe.sections["eval"]
     if max_scenes is not None:
-        import dataclasses
-
         config = dataclasses.replace(config, max_scenes=max_scenes)
     out = Path(out_dir) if out_dir else Path(run) / "eval"
     out.mkdir(parents=True, exist_ok=True)

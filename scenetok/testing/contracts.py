@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
+from scenetok.interfaces import LatentSpec
 from scenetok.types import Cameras
 
 
@@ -139,8 +140,6 @@ class DecoderContract(ComponentContract):
     token_shape: ClassVar[tuple[int, int]] = (8, 16)
 
     def make_component(self) -> Any:
-        from scenetok.interfaces import LatentSpec
-
         return self.component_class(self.make_config(), in_channels=self.in_channels, latent_size=self.latent_size,
                                     token_dim=self.token_shape[1], latent_spec=LatentSpec(self.in_channels, 4))
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from scenetok.data.index import read_evaluation_index, write_evaluation_index
 from scenetok.geometry.conventions import project_points, unproject_points
 from scenetok.geometry.rays import pixel_grid
 from scenetok.interfaces import SceneDataset
@@ -98,8 +99,6 @@ class SceneDatasetContract:
         assert dataclasses.asdict(type(config)(**dataclasses.asdict(config))) == dataclasses.asdict(config)
 
     def test_evaluation_index_round_trip(self, tmp_path: Path) -> None:
-        from scenetok.data.index import read_evaluation_index, write_evaluation_index
-
         dataset = self._dataset(tmp_path)
         path = write_evaluation_index(dataset, tmp_path / "eval_index.json", self.context_views, self.target_views, seed=0)
         again = write_evaluation_index(dataset, tmp_path / "eval_index_again.json", self.context_views,

@@ -30,8 +30,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from scenetok.recipe import Recipe, RecipeError, load_recipe, load_recipe_dict
-from scenetok.train.config import TrainConfig
+from scenetok.checkpoint import capture_rng_state, list_checkpoints, load_checkpoint, restore_rng_state, save_checkpoint
+from scenetok.data.cache import CachedLatentDataset
+from scenetok.data.dataset import build_dataset
+from scenetok.eval.report import write_grid
+from scenetok.hookspecs import get_plugin_manager
+from scenetok.model import SceneTok
+from scenetok.recipe import Recipe, RecipeError, load_recipe, upgrade_stored_recipe
+from scenetok.render_io import loss_curve_png
+from scenetok.sections import TrainConfig
+from scenetok.train.ema import EMA, EMAConfig
+from scenetok.train.schedules import KLWeightScheduleConfig, LRScheduleConfig, build_lr_scheduler, kl_weight
 from scenetok.types import SceneBatch, collate_scenes
 
 log = logging.getLogger(__name__)
@@ -157,14 +166,6 @@ class EpochIndexed(torch.utils.data.Dataset):
 # ----------------------------------------------------------------------------------------------
 
 
-def networks_of(model: nn.Module) -> nn.ModuleDict:
-    """The trained networks (token compressor + decoder) as one container for checkpoints/EMA.
-
-    Frozen autoencoders are not stored: their weights come from their own files.
-    """
-    return nn.ModuleDict({"token_compressor": model.token_compressor, "decoder": model.decoder})
-
-
 def resolve_precision(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or ``None`` for fp32."""
     if config.precision == "fp32":
@@ -181,10 +182,6 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, run_dir: Path, progress: bool = True,
                  context: DistributedContext | None = None):
-        from scenetok.datasets import build_dataset
-        from scenetok.model import SceneTok
-        from scenetok.train.ema import EMA, EMAConfig
-        from scenetok.train.schedules import LRScheduleConfig, build_lr_scheduler
 
         self.recipe = recipe
         self.config: TrainConfig = recipe.sections["train"]
@@ -196,12 +193,12 @@ class Trainer:
 
         torch.manual_seed(recipe.seed)
         self.model = SceneTok(recipe).to(self.device)
-        self.networks = networks_of(self.model)
+        self.networks = self.model.networks()
         if self.config.compile:
             # In-place compilation keeps parameter names (and so checkpoints) unchanged.
             self.model.token_compressor.compile()
             self.model.decoder.compile()
-        self.dataset = EpochIndexed(self._training_data(build_dataset))
+        self.dataset = EpochIndexed(self._training_data())
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.config.lr, betas=tuple(self.config.betas),
                                            weight_decay=self.config.weight_decay)
@@ -227,11 +224,9 @@ class Trainer:
                 find_unused_parameters=True,
             )
 
-    def _training_data(self, build_dataset: Any) -> Any:
+    def _training_data(self) -> Any:
         if not self.config.latent_cache:
             return build_dataset(self.recipe, split="train")
-        from scenetok.data.cache import CachedLatentDataset
-
         if self.recipe.component("target_image_compressor") is not None:
             raise RecipeError(["train.latent_cache: a latent cache holds one compressor's latents; this recipe "
                                "uses a separate target_image_compressor"])
@@ -241,7 +236,6 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        from scenetok.train.checkpoint import capture_rng_state
 
         return {
             "optimizer": self.optimizer.state_dict(),
@@ -256,7 +250,6 @@ class Trainer:
     def save(self) -> Path | None:
         if not self.context.is_main:
             return None
-        from scenetok.train.checkpoint import save_checkpoint
 
         tensors = {"model": self.networks.state_dict()}
         if self.ema is not None:
@@ -269,7 +262,6 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load the newest valid checkpoint of the run, if any. Returns whether it resumed."""
-        from scenetok.train.checkpoint import list_checkpoints, load_checkpoint, restore_rng_state
 
         if not list_checkpoints(self.run_dir):
             return False
@@ -295,8 +287,6 @@ class Trainer:
         return torch.Generator(device="cpu").manual_seed(seed)
 
     def kl_weight(self) -> float:
-        from scenetok.train.schedules import KLWeightScheduleConfig, kl_weight
-
         w0, w1 = self.config.kl_weights
         s0, s1 = self.config.kl_schedule
         return kl_weight(self.step, KLWeightScheduleConfig(w0, w1, s0, max(s0, s1)))
@@ -375,8 +365,6 @@ class Trainer:
         return previous
 
     def fit(self) -> TrainResult:
-        from scenetok.hookspecs import get_plugin_manager
-
         cfg = self.config
         hooks = get_plugin_manager().hook
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -441,8 +429,6 @@ class Trainer:
         if not metrics_path.exists():
             return
         try:
-            from scenetok.render_io import loss_curve_png
-
             loss_curve_png(metrics_path, self.run_dir / "loss.png")
         except Exception as error:  # noqa: BLE001 - a plot must never fail a finished run
             log.warning("could not draw the loss curve: %s", error)
@@ -450,8 +436,6 @@ class Trainer:
     @torch.no_grad()
     def validate(self, scenes: int = 2) -> Path | None:
         """Render a few validation scenes into ``validation/step_XXXXXX.png``."""
-        from scenetok.datasets import build_dataset
-        from scenetok.eval.report import write_grid
 
         if self._validation_data is None:
             self._validation_data = build_dataset(self.recipe, split="validation")
@@ -494,7 +478,7 @@ def train_recipe(recipe_path: str | Path, overrides: Iterable[str] = (), run_dir
         import yaml
 
         stored = yaml.safe_load(stored_path.read_text())
-        _check_resume_compatible(stored, recipe.resolved(), run_dir)
+        _check_resume_compatible(upgrade_stored_recipe(stored), recipe.resolved(), run_dir)
     trainer = Trainer(recipe, run_dir, progress=progress, context=context)
     trainer.resume()
     try:
@@ -504,35 +488,3 @@ def train_recipe(recipe_path: str | Path, overrides: Iterable[str] = (), run_dir
             import torch.distributed as dist
 
             dist.destroy_process_group()
-
-
-def load_trained(run_or_checkpoint: str | Path, overrides: Iterable[str] = (), ema: bool = True,
-                 device: str | torch.device = "cpu") -> tuple[Any, Recipe, int]:
-    """Load a trained SceneTok from a run or checkpoint directory (EMA weights if present).
-
-    Returns ``(model, recipe, step)``. The recipe stored in the checkpoint is used, with
-    ``overrides`` applied (e.g. ``eval.steps=10``); the checkpoint's sampler process is checked
-    against the recipe's, so a model trained with ``flow`` is never rendered with ``ddpm``.
-    """
-    from scenetok.model import SceneTok
-    from scenetok.train.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(run_or_checkpoint, map_location=device)
-    stored = dict(checkpoint.recipe)
-    stored.pop("provenance", None)
-    source = f"{checkpoint.path}/recipe"
-    trained_recipe = load_recipe_dict(stored, source=source)
-    overrides = list(overrides)
-    recipe = load_recipe_dict(stored, source=source, overrides=overrides) if overrides else trained_recipe
-    trained = checkpoint.recipe.get("sampler", {})
-    trained_process = trained_recipe["sampler"].cls.process(trained_recipe["sampler"].config)
-    wanted_process = recipe["sampler"].cls.process(recipe["sampler"].config)
-    if trained_process != wanted_process:
-        raise RecipeError([f"sampler: the checkpoint was trained with the {trained.get('name')!r} sampler "
-                           f"(process {trained_process}); it cannot be rendered with process "
-                           f"{wanted_process}. Retrain with that sampler instead."])
-    model = SceneTok(recipe).to(device)
-    state = checkpoint.tensors["ema"] if ema and "ema" in checkpoint.tensors else checkpoint.tensors["model"]
-    networks_of(model).load_state_dict(state)
-    model.eval()
-    return model, recipe, checkpoint.step

@@ -30,10 +30,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from scenetok.components.datasets.common import SceneDatasetConfig
+from scenetok.data.dataset import BaseSceneDataset, SceneDatasetConfig
 from scenetok.geometry.conventions import re10k_rows_to_cameras
 from scenetok.geometry.crop import crop_intrinsics, plan_crop, rescale_and_crop_pil
-from scenetok.interfaces import CorruptSampleError, SceneDataset
+from scenetok.interfaces import CorruptSampleError
 from scenetok.types import Cameras
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def decode_image(data: Tensor | bytes) -> Image.Image:
     return image.convert("RGB")
 
 
-class RE10KDataset(SceneDataset):
+class RE10KDataset(BaseSceneDataset):
     """pixelSplat-format chunks; see the module docstring."""
 
     @dataclass

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scenetok.components.datasets.common import SceneDatasetConfig
+from scenetok.data.dataset import BaseSceneDataset, SceneDatasetConfig
 from scenetok.geometry.conventions import look_at
 from scenetok.geometry.rays import ray_bundle
-from scenetok.interfaces import SceneDataset
 from scenetok.types import Cameras
 
 # Disjoint seed ranges per split: scene i of a split uses seed SPLIT_SEED_BASE[split] + i. The
@@ -69,7 +68,7 @@ class RoomScene:
     intrinsics: Tensor
 
 
-class RoomsDataset(SceneDataset):
+class RoomsDataset(BaseSceneDataset):
     """Procedural rooms; see the module docstring."""
 
     @dataclass

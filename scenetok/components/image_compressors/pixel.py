@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
-from scenetok.components.image_compressors._weights import check_images, check_latents
+from scenetok.weights import check_images, check_latents
 from scenetok.interfaces import ImageCompressor, LatentSpec
 
 

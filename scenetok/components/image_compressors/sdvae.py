@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor
 
-from scenetok.components.image_compressors._weights import (
+from scenetok.weights import (
     MissingWeightsError,
     check_images,
     check_latents,

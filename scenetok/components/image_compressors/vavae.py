@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor
 
-from scenetok.components.image_compressors._weights import (
+from scenetok.convert.vavae import convert_ldm_vae_state_dict, is_ldm_layout, load_ldm_checkpoint
+from scenetok.weights import (
     check_images,
     check_latents,
     freeze,
+    load_state_dict_exactly,
     resolve_weights,
     to_signed,
     to_unit,
@@ -148,13 +150,6 @@ class VAVAE(ImageCompressor):
     # -- loading -------------------------------------------------------------------------------
 
     def _load_weights(self) -> None:
-        from scenetok.convert.vavae import (
-            convert_ldm_vae_state_dict,
-            is_ldm_layout,
-            load_ldm_checkpoint,
-            load_state_dict_exactly,
-        )
-
         path = resolve_weights(self.config.checkpoint, default_name=CHECKPOINT_NAME, component="vavae",
                                source=CHECKPOINT_SOURCE)
         if path.suffix == ".safetensors":

@@ -26,16 +26,17 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor
 
-from scenetok.components.image_compressors._weights import (
+from scenetok.interfaces import ImageCompressor, LatentSpec
+from scenetok.weights import (
     check_images,
     check_latents,
     freeze,
+    load_state_dict_exactly,
     resolve_weights,
     to_signed,
     to_unit,
     warn_random_init,
 )
-from scenetok.interfaces import ImageCompressor, LatentSpec
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKLWan
@@ -187,8 +188,6 @@ class Wan22VAE(ImageCompressor):
                 f"(Wan2.2 VAE) or download the converted folder from {SOURCE}"
             )
         from safetensors.torch import load_file
-
-        from scenetok.convert.vavae import load_state_dict_exactly
 
         state = load_file(str(path))
         if any(k.startswith(("encoder.downsamples.", "decoder.upsamples.", "conv1.")) for k in state):

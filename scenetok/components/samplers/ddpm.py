@@ -33,15 +33,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from scenetok.components.samplers.flow import (
-    ModelFn,
+from scenetok.interfaces import Sampler
+from scenetok.sampling import (
     check_step_levels,
     draw_training_timesteps,
     per_frame,
     standard_normal,
     validate_timestep_fields,
 )
-from scenetok.interfaces import Sampler
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +91,6 @@ class DDPMSampler(Sampler):
             solver: ``"ddpm"`` (ancestral sampling with the posterior variance, diffusers'
                 ``fixed_small``; equal to DDIM with ``eta = 1``) or ``"ddim"``.
             eta: DDIM stochasticity (0 = deterministic); ignored by ``"ddpm"``.
-            steps: inference steps ``K``.
             clip_sample: if set, clamp the predicted ``x_0`` to ``[-clip_sample, clip_sample]``
                 before each update (diffusers' ``clip_sample``; latents are standardised, so the
                 default is off).
@@ -114,7 +112,6 @@ class DDPMSampler(Sampler):
         train_steps: int = 1000
         solver: str = "ddim"
         eta: float = 0.0
-        steps: int = 50
         clip_sample: Optional[float] = None
         timesteps: str = "uniform"
         logit_mean: float = 0.0
@@ -143,9 +140,10 @@ class DDPMSampler(Sampler):
                 raise ValueError(f"clip_sample must be > 0 or None, got {self.clip_sample}")
 
     presets = {
-        # The official legacy configs: diffusers DDPM (1000 steps) / DDIM (70 steps), linear betas.
-        "ddpm": {"solver": "ddpm", "steps": 1000},
-        "ddim": {"solver": "ddim", "steps": 70, "eta": 0.0},
+        # The official legacy configs, linear betas: diffusers DDPM (render with render.steps=1000)
+        # and DDIM (render.steps=70). The step count is a render setting, not the sampler's.
+        "ddpm": {"solver": "ddpm"},
+        "ddim": {"solver": "ddim", "eta": 0.0},
     }
 
     def __init__(self, config: Config) -> None:
@@ -250,11 +248,6 @@ class DDPMSampler(Sampler):
                 noise = standard_normal(x_t.shape, generator, x_t.device, x_t.dtype)
             moved = moved + sigma.to(work) * noise.to(work)
         return torch.where(per_frame(t == t_next, x_t), x_t, moved.to(x_t.dtype))
-
-    def denoise_step(self, model_fn: ModelFn, x_t: Tensor, t: Tensor, t_next: Tensor,
-                     generator: torch.Generator | None = None) -> Tensor:
-        """One step that calls the network itself (one evaluation): ``step(x_t, model_fn(x_t, t))``."""
-        return self.step(x_t, model_fn(x_t, t), t, t_next, generator)
 
     def _clean_and_noise(self, x_t: Tensor, prediction: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
         """``(x_0, eps)`` estimates (in float32 or wider) from the prediction; ``a`` broadcastable."""

@@ -10,7 +10,7 @@ Layouts read (any mix; see core's ``transforms`` dataset for the discovery rules
 Scene keys are the 64-hex-digit scene hashes. ``transforms.json`` holds shared (or per-frame)
 intrinsics ``fl_x, fl_y, cx, cy`` in pixels of the full-resolution frames ``w x h`` and OpenGL
 camera-to-world ``transform_matrix`` per frame. Parsing is core's
-:class:`~scenetok.components.datasets.transforms.TransformsDataset`: poses become OpenCV
+:class:`~scenetok.data.transforms_format.TransformsSceneDataset`: poses become OpenCV
 camera-to-world, intrinsics are normalised by the stored ``w, h`` and therefore hold for every
 downscaled folder (``images_2``, ``images_4`` = 960x540, ``images_8`` = 480x270); the crop to
 ``image_size`` then updates them exactly. Frames are matched to image files by file name; a frame
@@ -35,8 +35,8 @@ from typing import Any, ClassVar, Optional
 
 from torch import Tensor
 
-from scenetok.components.datasets.common import SceneDatasetConfig
-from scenetok.components.datasets.transforms import TransformsDataset
+from scenetok.data import SceneDatasetConfig
+from scenetok.data.transforms_format import TransformsSceneDataset
 from scenetok.types import Cameras
 from scenetok_plugin_dl3dv.benchmark import read_hash_list, scene_hash
 
@@ -59,7 +59,7 @@ def scale_focal_like_upstream(intrinsics: Tensor) -> Tensor:
     return scaled
 
 
-class DL3DVDataset(TransformsDataset):
+class DL3DVDataset(TransformsSceneDataset):
     """DL3DV-10K scenes; see the module docstring for layouts, conventions and switches.
 
     ``scenes()`` are the scene hashes of the configured split: with ``benchmark`` set, ``train``
@@ -128,7 +128,7 @@ class DL3DVDataset(TransformsDataset):
                     "and scale_context_focal_by_256 (bug #2, context views only)"
                 )
 
-        # The names TransformsDataset reads: DL3DV fixes the camera file and calls the image
+        # The names TransformsSceneDataset reads: DL3DV fixes the camera file and calls the image
         # folder `resolution`, so they are properties, not config fields.
         @property
         def image_folder(self) -> str:

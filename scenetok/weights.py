@@ -1,5 +1,6 @@
-"""Shared helpers of the pretrained image compressors: finding local weights, freezing, and the
-``[0, 1]`` <-> ``[-1, 1]`` pixel range most autoencoders expect.
+"""Weights helpers for components (public plugin API): finding local weights files, loading a
+state dict with one error that names every mismatch, freezing, and the ``[0, 1]`` <-> ``[-1, 1]``
+pixel range most autoencoders expect.
 
 Nothing here downloads anything. Weights come from the path a recipe gives (``checkpoint``) or from a
 local cache directory named by the environment variable ``SCENETOK_WEIGHTS_DIR``; a missing file
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -112,3 +114,39 @@ def check_latents(latents: Tensor, channels: int, name: str) -> None:
         raise ValueError(
             f"{name}.decode expects latents (B, F, {channels}, h, w), got {tuple(latents.shape)}"
         )
+
+
+class CheckpointConversionError(ValueError):
+    """A checkpoint does not map one-to-one onto the model; the message names the offending keys."""
+
+
+def name_keys(keys: list[str], limit: int = 20) -> str:
+    """The first ``limit`` keys, comma-separated, with a count of the rest (for error messages)."""
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_state_dict_exactly(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """``model.load_state_dict(state, strict=True)`` with one error that names every missing key,
+    unexpected key and shape mismatch (torch's own error stops at the first shape mismatch)."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
+        for k in set(state) & set(expected)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {name_keys(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {name_keys(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches: {name_keys(mismatched)}")
+    if problems:
+        raise CheckpointConversionError(
+            f"{source} does not match the model ({'; '.join(problems)}). Check that the component config "
+            "(block_out_channels, layers_per_block, latent_channels, attention_levels) matches the checkpoint."
+        )
+    model.load_state_dict(dict(state), strict=True)

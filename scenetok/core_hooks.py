@@ -1,0 +1,30 @@
+"""Core's own hook implementations, registered exactly as a plugin's are: through the
+``scenetok.hooks`` entry point in scenetok's ``pyproject.toml``.
+
+* ``scenetok_add_commands``: the main jobs (``train``, ``eval``, ``render``, ``quickstart``,
+  ``validate``, ``model``, ``data``); see :mod:`scenetok.commands`.
+* ``scenetok_validate_recipe``: the cross-component check (latent shapes, image sizes, the
+  networks built on the meta device); see :func:`scenetok.model.check_recipe`.
+
+This module is imported whenever the CLI starts, so it imports nothing heavy at module level.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scenetok.hookspecs import hookimpl
+
+
+@hookimpl(tryfirst=True)
+def scenetok_add_commands(subparsers: Any) -> None:
+    from scenetok import commands  # lazy: the hook module must import nothing at CLI start-up
+
+    commands.add_commands(subparsers)
+
+
+@hookimpl(tryfirst=True)
+def scenetok_validate_recipe(recipe: Any, errors: list[str]) -> None:
+    from scenetok.model import check_recipe  # lazy: imports torch
+
+    errors.extend(check_recipe(recipe))
