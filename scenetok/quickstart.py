@@ -16,8 +16,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import scenetok
-
 from scenetok.eval.evaluate import evaluate_run
 from scenetok.recipe import load_recipe
 from scenetok.render import render_run
@@ -29,23 +27,13 @@ log = logging.getLogger(__name__)
 EVAL_RESERVE_MINUTES = 1.0
 
 
-def recipe_path(name: str = "quickstart.yaml") -> Path:
-    """Locate a bundled recipe (the repository's ``recipes/`` folder)."""
-    root = Path(scenetok.__file__).resolve().parent.parent / "recipes"
-    path = root / name
-    if not path.exists():
-        raise FileNotFoundError(f"bundled recipe {name!r} not found under {root}; run from a clone of the "
-                                "scenetok repository (pip install -e .)")
-    return path
-
-
 def run_quickstart(out_dir: str | Path = "runs/quickstart", minutes: float | None = None,
                    overrides: Iterable[str] = (), progress: bool = True) -> str:
     """Train, evaluate and render; returns the printed summary (also written to ``summary.md``)."""
     started = time.monotonic()
     out = Path(out_dir)
     overrides = list(overrides)
-    recipe = load_recipe(recipe_path(), overrides)
+    recipe = load_recipe("quickstart", overrides)  # the shipped recipe, found by name
     train = recipe.sections["train"]
     total = minutes if minutes is not None else train.minutes + EVAL_RESERVE_MINUTES
     train_minutes = max(0.5, total - EVAL_RESERVE_MINUTES)

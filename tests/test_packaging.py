@@ -80,8 +80,13 @@ def test_a_built_wheel_ships_the_recipes_and_runs_the_readme_commands(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}
     work = tmp_path / "elsewhere"
     work.mkdir()
-    for command in (["recipes", "--paths"], ["validate", "quickstart"]):
+    for command, expected in ((["recipes", "--paths"], str(target / "scenetok" / "recipes" / "quickstart.yaml")),
+                              (["validate", "quickstart"], "quickstart: OK"),
+                              # the README's main job, shortened to two steps
+                              (["quickstart", "--out", "qs", "--no-progress", "train.steps=2", "eval.max_scenes=2",
+                                "render.frames=4"], "model vs nearest context view")):
         done = subprocess.run([sys.executable, "-m", "scenetok.cli", *command], cwd=work, env=env,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
-        assert str(target) in done.stdout or "OK" in done.stdout, done.stdout
+        assert expected in done.stdout, done.stdout
+    assert (work / "qs" / "render" / "render.mp4").is_file()

@@ -41,9 +41,6 @@ class EvaluationEntry:
     context: tuple[int, ...]
     target: tuple[int, ...]
 
-    def to_json(self) -> dict[str, list[int]]:
-        return {"context": list(self.context), "target": list(self.target)}
-
 
 def _entry(name: str, scene: str, value: object, path: Path) -> EvaluationEntry:
     if not isinstance(value, dict) or not {"context", "target"} <= set(value):

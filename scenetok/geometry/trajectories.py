@@ -8,7 +8,6 @@ helpers return :class:`~scenetok.types.Cameras` when intrinsics are involved.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from kornia.geometry.conversions import quaternion_to_rotation_matrix, rotation_matrix_to_quaternion
@@ -16,9 +15,6 @@ from torch import Tensor
 
 from scenetok.geometry.conventions import look_at
 from scenetok.types import Cameras
-
-if TYPE_CHECKING:
-    from scenetok.interfaces import SceneDataset
 
 
 def slerp(q0: Tensor, q1: Tensor, weight: Tensor) -> Tensor:
@@ -144,17 +140,3 @@ def orbit(
         + height * up_vector
     )
     return look_at(eyes, center.expand_as(eyes), up_vector)
-
-
-def scene_cameras(dataset: SceneDataset, scene: str, indices: list[int] | None = None) -> Cameras:
-    """The cameras of a dataset scene's own frames (all frames unless ``indices`` is given).
-
-    Uses the dataset's cheap pose access when it has one, otherwise loads the views.
-    """
-    if indices is None:
-        indices = list(range(dataset.num_frames(scene)))
-    cameras = dataset.frame_cameras(scene)
-    if cameras is not None:
-        return cameras[torch.as_tensor(indices, dtype=torch.long)]
-    views = dataset.load_views(scene, indices)
-    return Cameras(views["extrinsics"], views["intrinsics"])

@@ -110,11 +110,6 @@ class EMA:
         return self
 
     @torch.no_grad()
-    def copy_to(self, model: nn.Module) -> None:
-        """Overwrite ``model``'s weights with the averaged ones (e.g. before exporting)."""
-        model.load_state_dict(self._shadow)
-
-    @torch.no_grad()
     def swap(self, model: nn.Module) -> None:
         """Exchange ``model``'s weights and the averaged ones in place; calling it twice restores both."""
         current = model.state_dict()
