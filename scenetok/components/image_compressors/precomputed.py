@@ -1,10 +1,11 @@
 """``precomputed``: latents computed outside scenetok by an autoencoder it does not ship.
 
 The paper's RE10K renderer predicts Video DC-AE (f32 t4 c128, Open-Sora v2) latents that were
-precomputed once for the whole dataset; scenetok has no Video DC-AE implementation. This component
-declares the shape of such latents (and their scale) so that recipes, validation, the model summary
-and training on a latent cache work exactly as with any other compressor. It has no network:
-``encode`` and ``decode`` raise with a message that says where the latents must come from.
+precomputed once for the whole dataset. scenetok ships that autoencoder (``video_dcae``); this
+component is for latents cached by other tools (or by an autoencoder scenetok does not ship): it
+declares their shape (and scale) so that recipes, validation, the model summary and training on a
+latent cache work exactly as with any other compressor. It has no network: ``encode`` and ``decode``
+raise with a message that says where the latents must come from.
 """
 
 from __future__ import annotations
