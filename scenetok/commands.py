@@ -42,8 +42,12 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
     for section, row in info["components"].items():
         if row["parameters"] is None:
             latent = row["latent"]
-            print(f"  {section:<24} {row['name']:<12} {'frozen, not counted':>15}  (latents: {latent['channels']} "
-                  f"channels, /{latent['spatial_factor']} spatial, /{latent['temporal_factor']} temporal)")
+            frozen = row.get("frozen_parameters")
+            count = "frozen, not counted" if frozen is None else f"{frozen:,} frozen"
+            released = row.get("released_parameters")
+            print(f"  {section:<24} {row['name']:<12} {count:>15}  (latents: {latent['channels']} "
+                  f"channels, /{latent['spatial_factor']} spatial, /{latent['temporal_factor']} temporal"
+                  + ("" if released is None else f"; published weights: {released:,} parameters") + ")")
         else:
             print(f"  {section:<24} {row['name']:<12} {row['parameters']:>15,} parameters")
     print(f"  {'trainable (compressor + renderer)':<37} {info['trainable_parameters']:>15,} parameters")

@@ -122,11 +122,20 @@ class ImageCompressor(Component, nn.Module, abc.ABC):
 
     #: Whether the component has trainable weights that SceneTok should optimise (pixel: no).
     trainable: ClassVar[bool] = False
+    #: Parameter count of the published weights, where known (``scenetok model summary`` shows it
+    #: next to :meth:`parameter_count`).
+    released_parameters: ClassVar[int | None] = None
 
     @classmethod
     @abc.abstractmethod
     def latent_spec(cls, config: Any) -> LatentSpec:
         """Channels / spatial / temporal factors this config produces (no instantiation)."""
+
+    @classmethod
+    def parameter_count(cls, config: Any) -> int | None:
+        """Parameters of the network this config builds, counted without reading weights; ``None``
+        (the default) when the component does not count them."""
+        return None
 
     @property
     def spec(self) -> LatentSpec:

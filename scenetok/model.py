@@ -376,8 +376,9 @@ def check_recipe(recipe: Recipe) -> list[str]:
 
 def summary(recipe: Recipe) -> dict[str, Any]:
     """Parameter counts of the trained networks (built on the meta device: no memory, no weights
-    read) and the representation size. Frozen autoencoders are listed by name, not counted, as in
-    the paper."""
+    read) and the representation size. Frozen autoencoders are not part of the trained count, as in
+    the paper; where a compressor counts its own network (``parameter_count``) that count is listed
+    with the published figure (``released_parameters``)."""
     image_size = image_size_of(recipe["dataset"].config)
     components = build_components(recipe, image_size, device="meta", networks_only=True)
     rows: dict[str, Any] = {}
@@ -385,7 +386,8 @@ def summary(recipe: Recipe) -> dict[str, Any]:
         spec = recipe.component(section)
         if spec is not None:
             rows[section] = {"name": spec.name, "parameters": None, "latent": dataclasses.asdict(
-                spec.cls.latent_spec(spec.config))}
+                spec.cls.latent_spec(spec.config)), "frozen_parameters": spec.cls.parameter_count(spec.config),
+                "released_parameters": spec.cls.released_parameters}
     for section in ("token_compressor", "decoder"):
         rows[section] = {"name": recipe[section].name, "parameters": count_parameters(components[section])}
     num_tokens, token_dim = recipe["token_compressor"].cls.token_shape(recipe["token_compressor"].config)

@@ -80,6 +80,22 @@ def test_key_map_matches_the_released_key_list_and_shapes():
     assert names["decoder.conv_out.bias"] == "decoder.project_out.op_list.2.conv.bias"
 
 
+def test_paper_recipe_validates_and_summarises_without_weights(capsys, monkeypatch):
+    from scenetok.cli import main
+
+    monkeypatch.delenv(WEIGHTS_DIR_ENV, raising=False)
+    assert main(["validate", "re10k/scenetok"]) == 0
+    assert "target_image_compressor  video_dcae" in capsys.readouterr().out
+    assert main(["model", "summary", "re10k/scenetok"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "target_image_compressor" in x)
+    assert "459,462,147 frozen" in line and "published weights: 459,462,147 parameters" in line
+    assert main(["model", "summary", "re10k/scenetok", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["components"]["target_image_compressor"]
+    assert row["frozen_parameters"] == row["released_parameters"] == RELEASED_PARAMETERS
+    assert row["parameters"] is None  # frozen: not in the trainable count
+    assert row["latent"]["channels"] == 128 and row["latent"]["temporal_factor"] == 4
+
+
 def test_latent_spec_needs_no_weights():
     spec = VideoDCAE.latent_spec(VideoDCAE.Config())
     assert (spec.channels, spec.spatial_factor, spec.temporal_factor) == (128, 32, 4)
