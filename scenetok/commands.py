@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from scenetok.data.index import write_evaluation_index
@@ -129,16 +128,16 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
     from scenetok.data.dataset import build_dataset  # lazy: imports torch
 
     recipe = load_recipe(args.recipe, args.overrides)
-    if recipe.component("target_image_compressor") is not None:
-        print("scenetok: error: the cache holds one compressor's latents; this recipe has a separate "
-              "target_image_compressor", file=sys.stderr)
-        return 2
     dataset = build_dataset(recipe, split=args.split)
     spec = recipe["image_compressor"]
     compressor = spec.cls(spec.config)
+    target = recipe.component("target_image_compressor")
     manifest = cache_latents(dataset, compressor, args.out, epochs=args.epochs, seed=recipe.seed,
                              sample=recipe.sections["model"].context_latents == "sample",
-                             compressor_name=spec.name, progress=not args.no_progress)
+                             compressor_name=spec.name,
+                             target_compressor=None if target is None else target.cls(target.config),
+                             target_compressor_name=None if target is None else target.name,
+                             progress=not args.no_progress)
     print(f"wrote {manifest}; train on it with train.latent_cache={args.out}")
     return 0
 
@@ -236,7 +235,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--cameras", default="cameras.json", help="camera JSON file name inside each scene folder")
     q.add_argument("--stage", default="train", help="stage folder to write (train/test)")
     q.set_defaults(func=cmd_data_convert)
-    q = data_sub.add_parser("cache", help="precompute latents of a frozen image compressor")
+    q = data_sub.add_parser("cache", help="precompute latents of the frozen image compressor(s)")
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="cache directory (resumable)")
     q.add_argument("--split", default="train", help="dataset split")

@@ -340,3 +340,39 @@ def test_scenetok_with_a_video_dcae_target_trains_and_renders_rgb():
     frames = model.reconstruct(batch, steps=2)
     assert frames.shape == batch.target.images.shape == (2, 8, 3, 32, 32)
     assert 0.0 <= float(frames.min()) <= float(frames.max()) <= 1.0
+
+
+def test_data_cache_writes_video_dcae_targets_and_training_on_them_matches_raw_images(tmp_path, capsys):
+    from scenetok.checkpoint import load_checkpoint
+    from scenetok.cli import main
+    from scenetok.data.cache import CachedLatentDataset
+    from scenetok.data.dataset import build_dataset
+    from scenetok.recipe import load_recipe
+    from scenetok.train.loop import train_recipe
+
+    tiny = str(Path(__file__).parent / "recipes" / "tiny.yaml")
+    # The target compressor loads the fixture weights, so the cache and the raw run use the same network.
+    target = {"name": "video_dcae", "checkpoint": str(WEIGHTS), **fixture_architecture()}
+    overrides = ["dataset.image_size=32", "dataset.target_views=8", "dataset.frames_per_scene=16",
+                 "dataset.num_scenes=4", "token_compressor.patch_size=2", "train.steps=2",
+                 f"target_image_compressor={json.dumps(target)}"]
+    cache = tmp_path / "cache"
+    assert main(["data", "cache", tiny, *overrides, "--out", str(cache), "--no-progress"]) == 0
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["compressor"]["name"] == "pixel" and manifest["target_compressor"]["name"] == "video_dcae"
+    assert manifest["parts"]["target"]["latent_shapes"] == [[2, 8, 1, 1]]  # 8 frames -> 2 latent frames
+
+    recipe = load_recipe(tiny, overrides)
+    sample = build_dataset(recipe, split="train")[1]
+    expected = VideoDCAE(recipe["target_image_compressor"].config).encode(sample["target"]["images"][None])[0]
+    cached = CachedLatentDataset(cache, expect_compressor="pixel", expect_target_compressor="video_dcae")
+    torch.testing.assert_close(cached[1]["target"]["latents"], expected, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="target views cached with 'video_dcae', but .* is the same compressor"):
+        CachedLatentDataset(cache, expect_compressor="pixel")
+
+    train_recipe(tiny, overrides, run_dir=tmp_path / "raw", progress=False)
+    train_recipe(tiny, overrides + [f"train.latent_cache={cache}"], run_dir=tmp_path / "cached", progress=False)
+    raw = load_checkpoint(tmp_path / "raw").tensors["model"]
+    on_cache = load_checkpoint(tmp_path / "cached").tensors["model"]
+    for key in raw:
+        torch.testing.assert_close(raw[key], on_cache[key], atol=1e-6, rtol=1e-5, msg=key)

@@ -20,9 +20,14 @@ Two caveats, both documented choices:
 * Epochs: ``epochs=E`` caches ``E`` epochs of view selections; reading epoch ``e >= E`` reuses epoch
   ``e mod E`` (logged once).
 
+A recipe with a separate ``target_image_compressor`` (the paper's RE10K model: VA-VAE context, Video
+DC-AE targets) caches its target views with that compressor (``target_compressor``), always its
+deterministic latents, as the model computes them for targets.
+
 On disk (``out_dir``)::
 
-    manifest.json                   compressor name + config, dataset class + config, counts, shapes
+    manifest.json                   compressor (+ target compressor) name + config, dataset class +
+                                    config, counts, shapes
     epoch000/shard00000.safetensors samples [0, shard_size) of epoch 0, and so on
 
 A shard holds, per sample ``i`` and part ``context``/``target``: ``{i}.{part}.latents`` (as computed,
@@ -90,6 +95,14 @@ def _encode(compressor: nn.Module, images: Tensor, device: torch.device, sample:
         return compressor.encode(images.unsqueeze(0).to(device), sample=sample)[0]
 
 
+def _identity(compressor: nn.Module, name: str | None) -> dict[str, Any]:
+    return {
+        "name": name or type(compressor).__name__,
+        "class": f"{type(compressor).__module__}:{type(compressor).__qualname__}",
+        "config": _config_dict(compressor),
+    }
+
+
 def cache_latents(
     dataset: Any,
     compressor: nn.Module,
@@ -100,6 +113,8 @@ def cache_latents(
     sample: bool = False,
     seed: int = 0,
     compressor_name: str | None = None,
+    target_compressor: nn.Module | None = None,
+    target_compressor_name: str | None = None,
     progress: bool = True,
 ) -> Path:
     """Encode every sample of ``dataset`` with ``compressor`` into safetensors shards under ``out_dir``.
@@ -114,6 +129,10 @@ def cache_latents(
         sample: cache a posterior sample instead of the posterior mean.
         seed: seeds the posterior samples (``sample=True``) per ``(epoch, index)``.
         compressor_name: the registry name recorded in the manifest (default: the class name).
+        target_compressor: a separate frozen compressor for the target views (the recipe's
+            ``target_image_compressor``); ``None`` encodes them with ``compressor``. Its latents are
+            never sampled (the model uses deterministic target latents).
+        target_compressor_name: its registry name for the manifest (default: the class name).
         progress: show a tqdm progress bar.
 
     Returns:
@@ -124,10 +143,12 @@ def cache_latents(
     """
     if shard_size < 1 or epochs < 1:
         raise ValueError(f"shard_size and epochs must be >= 1, got {shard_size}, {epochs}")
-    if getattr(type(compressor), "trainable", False) or any(p.requires_grad for p in compressor.parameters()):
-        raise ValueError(
-            f"{type(compressor).__name__} is trainable: caching its latents would freeze weights that training updates"
-        )
+    for module in (compressor, target_compressor):
+        if module is not None and (getattr(type(module), "trainable", False)
+                                   or any(p.requires_grad for p in module.parameters())):
+            raise ValueError(
+                f"{type(module).__name__} is trainable: caching its latents would freeze weights that training updates"
+            )
     from safetensors.torch import save_file
 
     root = Path(out_dir)
@@ -137,11 +158,10 @@ def cache_latents(
     identity = {
         "format": FORMAT,
         "version": VERSION,
-        "compressor": {
-            "name": compressor_name or type(compressor).__name__,
-            "class": f"{type(compressor).__module__}:{type(compressor).__qualname__}",
-            "config": _config_dict(compressor),
-        },
+        "compressor": _identity(compressor, compressor_name),
+        # Absent (None) for a single compressor; caches written before this key existed read the same.
+        "target_compressor": None if target_compressor is None else _identity(target_compressor,
+                                                                              target_compressor_name),
         "dataset": {
             "class": f"{type(dataset).__module__}:{type(dataset).__qualname__}",
             "config": _config_dict(dataset),
@@ -166,7 +186,9 @@ def cache_latents(
 
     shapes: dict[str, set[tuple[int, ...]]] = {part: set() for part in PARTS}
     dtypes: dict[str, set[str]] = {part: set() for part in PARTS}
-    device = _device_of(compressor)
+    encoders = {"context": (compressor, _device_of(compressor), sample)}
+    encoders["target"] = (encoders["context"] if target_compressor is None
+                          else (target_compressor, _device_of(target_compressor), False))
     todo = [(e, s) for e in range(epochs) for s in range(num_shards) if not _shard_path(root, e, s).exists()]
     skipped = epochs * num_shards - len(todo)
     if skipped:
@@ -177,8 +199,9 @@ def cache_latents(
 
         bar = tqdm(total=sum(min(shard_size, num_samples - s * shard_size) for _, s in todo),
                    desc="caching latents", unit="sample")
-    was_training = compressor.training
-    compressor.eval()
+    was_training = {part: module.training for part, (module, _, _) in encoders.items()}
+    for module, _, _ in encoders.values():
+        module.eval()
     try:
         for epoch, shard in todo:
             if hasattr(dataset, "set_epoch"):
@@ -191,7 +214,8 @@ def cache_latents(
                 scenes[str(index)] = str(item["scene"])
                 for part in PARTS:
                     views = item[part]
-                    latents = _encode(compressor, views["images"], device, sample,
+                    module, device, part_sample = encoders[part]
+                    latents = _encode(module, views["images"], device, part_sample,
                                       zlib.crc32(f"{seed}/{epoch}/{index}/{part}".encode()))
                     tensors[f"{index}.{part}.latents"] = latents.detach().cpu().contiguous()
                     for key in CAMERA_KEYS:
@@ -208,7 +232,8 @@ def cache_latents(
                                                     "start": str(start), "stop": str(stop)})
             os.replace(tmp, path)  # a shard that exists is complete
     finally:
-        compressor.train(was_training)
+        for part, (module, _, _) in encoders.items():
+            module.train(was_training[part])
         if bar is not None:
             bar.close()
 
@@ -246,13 +271,17 @@ class CachedLatentDataset(torch.utils.data.Dataset):
 
     Args:
         root: the cache directory.
-        expect_compressor: if given, the registry name the cache must have been made with.
+        expect_compressor: if given, the registry name the cache must have been made with; then the
+            target views must also have been encoded as ``expect_target_compressor`` says.
+        expect_target_compressor: the registry name of the separate target compressor, or ``None``
+            when the targets were encoded with ``expect_compressor`` too.
 
     Raises:
         FileNotFoundError: no manifest. ValueError: an incomplete cache, or another compressor.
     """
 
-    def __init__(self, root: str | Path, expect_compressor: str | None = None) -> None:
+    def __init__(self, root: str | Path, expect_compressor: str | None = None,
+                 expect_target_compressor: str | None = None) -> None:
         self.root = Path(root)
         manifest_path = self.root / MANIFEST
         if not manifest_path.exists():
@@ -265,6 +294,13 @@ class CachedLatentDataset(torch.utils.data.Dataset):
         name = self.manifest["compressor"]["name"]
         if expect_compressor is not None and name != expect_compressor:
             raise ValueError(f"{self.root}: cached with compressor {name!r}, but {expect_compressor!r} is configured")
+        target = (self.manifest.get("target_compressor") or {}).get("name")
+        if expect_compressor is not None and target != expect_target_compressor:
+            def describe(value: str | None) -> str:
+                return "the same compressor" if value is None else repr(value)
+
+            raise ValueError(f"{self.root}: target views cached with {describe(target)}, but the recipe's "
+                             f"target_image_compressor is {describe(expect_target_compressor)}")
         self.shard_size: int = self.manifest["shard_size"]
         self.epochs: int = self.manifest["epochs"]
         self._epoch = 0

@@ -227,11 +227,10 @@ class Trainer:
     def _training_data(self) -> Any:
         if not self.config.latent_cache:
             return build_dataset(self.recipe, split="train")
-        if self.recipe.component("target_image_compressor") is not None:
-            raise RecipeError(["train.latent_cache: a latent cache holds one compressor's latents; this recipe "
-                               "uses a separate target_image_compressor"])
+        target = self.recipe.component("target_image_compressor")
         log.info("training on cached latents from %s", self.config.latent_cache)
-        return CachedLatentDataset(self.config.latent_cache, expect_compressor=self.recipe["image_compressor"].name)
+        return CachedLatentDataset(self.config.latent_cache, expect_compressor=self.recipe["image_compressor"].name,
+                                   expect_target_compressor=None if target is None else target.name)
 
     # -- checkpoints ---------------------------------------------------------------------------
 
