@@ -376,3 +376,14 @@ def test_data_cache_writes_video_dcae_targets_and_training_on_them_matches_raw_i
     on_cache = load_checkpoint(tmp_path / "cached").tensors["model"]
     for key in raw:
         torch.testing.assert_close(raw[key], on_cache[key], atol=1e-6, rtol=1e-5, msg=key)
+
+    # eval renders whole 4-frame groups (the index's context frames lie inside its 8 targets) and
+    # scores only the novel frames.
+    from scenetok.eval.evaluate import evaluate_run
+
+    report = evaluate_run(tmp_path / "raw", overrides=["eval.target_views=8", "render.steps=2"], progress=False)
+    index = json.loads(Path(report.data["metadata"]["index"]).read_text())
+    shared = sum(len(set(e["context"]) & set(e["target"])) for e in list(index.values())[:2])
+    assert shared > 0 and report.data["metadata"]["target_frames_excluded_as_context"] == shared
+    assert report.data["methods"]["model"]["mean"]["num_frames"] == 2 * 8 - shared
+    assert report.data["methods"]["model"]["mean"]["psnr"] > 0

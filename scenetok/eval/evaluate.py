@@ -5,7 +5,10 @@ target frames, and compare with the ground truth (PSNR / SSIM / LPIPS per frame;
 frames when Inception weights are given). The same targets are scored for two baselines, "copy
 the nearest context view" and "mean context image", so every report shows what the model adds.
 Target frames that are also context frames are excluded from scoring by default: copying a
-context view would score them perfectly and say nothing about novel-view synthesis.
+context view would score them perfectly and say nothing about novel-view synthesis. A video target
+autoencoder (Video DC-AE, Wan) renders frames in groups of consecutive frames, so with one the
+targets are rendered as the index lists them, context frames included, and those frames are left
+out of the scores afterwards.
 """
 
 from __future__ import annotations
@@ -74,18 +77,27 @@ def evaluate_model(model: SceneTok | None, dataset: Any, entries: Iterable[Any],
     examples: list[ReportExample] = []
     skipped: list[str] = []
     excluded_frames = 0
+    # Removing context frames from a video autoencoder's targets would break its frame groups.
+    render_context_frames = model is not None and model.target_spec.temporal_factor > 1
     for entry in tqdm(entries, desc="eval", unit="scene", dynamic_ncols=True, disable=not progress):
         try:
-            sample = evaluation_sample(dataset, entry.scene, entry.context, entry.target)
+            sample = evaluation_sample(dataset, entry.scene, entry.context, entry.target,
+                                       exclude_context_targets=not render_context_frames)
         except CorruptSampleError as error:
             log.warning("skipping scene %s: %s", entry.scene, error)
             skipped.append(f"{entry.scene}: {error}")
             continue
+        novel = None
+        if sample is not None and render_context_frames:
+            context = set(entry.context)
+            novel = torch.tensor([int(i) not in context for i in sample["target"]["indices"]])
+            sample = sample if novel.any() else None
         if sample is None:
             skipped.append(f"{entry.scene}: every target frame is a context frame")
             continue
-        excluded_frames += len(entry.target) - len(sample["target"]["indices"])
-        _score_scene(model, collate_scenes([sample]), suite, config, render, examples)
+        scored = len(sample["target"]["indices"]) if novel is None else int(novel.sum())
+        excluded_frames += len(entry.target) - scored
+        _score_scene(model, collate_scenes([sample]), suite, config, render, examples, novel)
 
     meta = dict(metadata or {})
     meta.update({"scenes_requested": len(entries), "scenes_skipped": skipped,
@@ -97,8 +109,9 @@ def evaluate_model(model: SceneTok | None, dataset: Any, entries: Iterable[Any],
 
 
 def _score_scene(model: SceneTok | None, batch: SceneBatch, suite: MetricSuite, config: EvalConfig,
-                 render: RenderConfig, examples: list[ReportExample]) -> None:
-    """Render one scene (a batch of one) and add it, and its baselines, to ``suite``."""
+                 render: RenderConfig, examples: list[ReportExample], scored: torch.Tensor | None = None) -> None:
+    """Render one scene (a batch of one) and add it, and its baselines, to ``suite``; ``scored``
+    (``(V,)`` bool) selects the target frames that count (default: all)."""
     truth = batch.target.images
     predictions: dict[str, torch.Tensor] = {}
     if model is not None:
@@ -111,6 +124,9 @@ def _score_scene(model: SceneTok | None, batch: SceneBatch, suite: MetricSuite, 
     if config.baselines:
         predictions["nearest_context"] = copy_nearest_context(batch.context, batch.target.cameras)
         predictions["mean_context"] = mean_context(batch.context, batch.target.cameras)
+    if scored is not None:
+        truth = truth[:, scored]
+        predictions = {method: prediction[:, scored] for method, prediction in predictions.items()}
     for method, prediction in predictions.items():
         suite.update(method, batch.scenes, prediction, truth)
     if len(examples) < config.grid_scenes:
