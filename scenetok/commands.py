@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 
 from scenetok.data.index import write_evaluation_index
-from scenetok.recipe import load_recipe
+from scenetok.recipe import compose, load_recipe, validate
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = validate(compose(args.recipe, args.overrides), log_notes=False)  # the notes are printed here
     for note in recipe.notes:
         print(f"note: {note}")
     for section, spec in recipe.components.items():

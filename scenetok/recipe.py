@@ -5,8 +5,11 @@ import paths). Loading runs in two phases:
 
 1. **Compose**: read YAML, follow ``extends`` (chains, paths relative to the file, cycles
    detected), expand shorthands (``sampler: flow`` = ``{name: flow}``), apply dotted command-line
-   overrides (``decoder.depth=4``). When a component's ``name`` changes (in a child recipe or an
-   override) its node is *replaced*, and the keys that were dropped are reported.
+   overrides (``decoder.depth=4``). Overrides are applied name-first: every ``section.name=...``
+   (or whole-section) override before the other keys, so their order on the command line does
+   not matter. When a component's ``name`` changes (in a child recipe or an override) the keys
+   of the old node are *carried over* provisionally; validation keeps those the new component's
+   ``Config`` declares with a value valid for it and drops the rest, and one note lists both.
 2. **Validate**: check top-level keys, resolve every component through the registry, build its
    typed ``Config`` (defaults < ``preset`` < recipe fields) with omegaconf's strict structured
    configs, build the core sections (``model``, ``train``, ``eval``, ``render``), then run
@@ -86,13 +89,28 @@ class RecipeError(ValueError):
 
 
 @dataclass
+class Swap:
+    """A component node whose ``name`` changed while composing.
+
+    Attributes:
+        names: the names in the order they were chosen (``["flow", "ddpm"]``).
+        carried: keys inherited from the old node(s) and not set again since; validation keeps
+            those the new component accepts and drops the others.
+    """
+
+    names: list[str]
+    carried: set[str] = field(default_factory=set)
+
+
+@dataclass
 class ComposedRecipe:
     """The merged, not yet validated recipe with per-key provenance."""
 
     source: str
     data: dict[str, Any]
     origins: dict[str, str] = field(default_factory=dict)  # dotted key -> file (or command line)
-    notes: list[str] = field(default_factory=list)  # e.g. "dropped decoder.depth (decoder dit -> unet)"
+    notes: list[str] = field(default_factory=list)
+    swaps: dict[str, Swap] = field(default_factory=dict)  # section -> its component swap, if any
 
     def origin(self, dotted: str) -> str:
         """The file that set ``dotted`` (or its closest parent)."""
@@ -143,6 +161,7 @@ def _merge_section(composed: ComposedRecipe, section: str, value: Any, origin: s
     value = _expand_shorthand(section, value)
     data = composed.data
     old = data.get(section)
+    swap = composed.swaps.get(section)
     if (
         section in COMPONENT_SECTIONS
         and isinstance(old, dict)
@@ -151,14 +170,23 @@ def _merge_section(composed: ComposedRecipe, section: str, value: Any, origin: s
         and "name" in old
         and value["name"] != old["name"]
     ):
-        # A different component: its config schema is different, so the old node is replaced.
-        dropped = sorted(k for k in old if k not in value and k != "name")
-        if dropped:
-            composed.notes.append(
-                f"{section}: {old['name']!r} -> {value['name']!r} replaced the node; dropped "
-                + ", ".join(f"{section}.{k}" for k in dropped)
-            )
-        old = None
+        # A different component. Its schema may share fields with the old one (a plugin Config
+        # subclassing a core one, or ddpm and flow sharing the timestep fields), so the old keys
+        # are carried provisionally; `validate` keeps those the new Config accepts. `provider`
+        # names who provided the *old* name and never carries over.
+        carried = {k for k in old if k not in value and k not in ("name", "provider")}
+        if "provider" in old and "provider" not in value:
+            _forget_origins(f"{section}.provider", composed.origins)
+        names = swap.names if swap else [str(old["name"])]
+        composed.swaps[section] = Swap(names=[*names, str(value["name"])], carried=carried)
+        old = {k: v for k, v in old.items() if k in carried or k == "name"}
+        # Keys the new node sets are new values for a new schema: replaced, never deep-merged.
+        for key in value:
+            if key in old and key != "name":
+                del old[key]
+                _forget_origins(f"{section}.{key}", composed.origins)
+    elif swap is not None and isinstance(value, Mapping):
+        swap.carried -= set(value)  # set explicitly after the swap: validated strictly
     data[section] = _merge_node(old, value, section, origin, composed)
 
 
@@ -213,16 +241,26 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def _sets_a_name(text: str) -> bool:
+    """Whether an override chooses a component (``sampler.name=ddpm``, ``sampler=ddpm``)."""
+    parts = text.split("=", 1)[0].strip().split(".")
+    return len(parts) == 1 or parts[1:] == ["name"]
+
+
+def apply_overrides(composed: ComposedRecipe, overrides: Iterable[str]) -> None:
+    """Apply dotted overrides name-first (stable otherwise), so that ``sampler.power=2
+    sampler.name=cosflow`` means the same as ``sampler.name=cosflow sampler.power=2``."""
+    overrides = list(overrides)
+    for text in sorted(overrides, key=lambda t: 0 if _sets_a_name(t) else 1):
+        apply_override(composed, text)
+
+
 def apply_override(composed: ComposedRecipe, text: str) -> None:
     key, value = parse_override(text)
     parts = key.split(".")
     section = parts[0]
     if len(parts) == 1:
         _merge_section(composed, section, value, COMMAND_LINE)
-        return
-    if section in COMPONENT_SECTIONS and parts[1:] == ["name"]:
-        # `sampler.name=ddpm` swaps the component, with the replacement rule.
-        _merge_section(composed, section, {"name": value}, COMMAND_LINE)
         return
     nested: Any = value
     for part in reversed(parts[1:]):
@@ -288,8 +326,7 @@ def compose(path: str | Path, overrides: Iterable[str] = ()) -> ComposedRecipe:
     path = find_recipe(path)
     composed = ComposedRecipe(source=str(path), data={})
     _compose_file(path, composed, ())
-    for text in overrides:
-        apply_override(composed, text)
+    apply_overrides(composed, overrides)
     return composed
 
 
@@ -300,8 +337,7 @@ def compose_dict(data: Mapping[str, Any], source: str = "<dict>", overrides: Ite
         if section == "extends":
             raise RecipeError([f"{source}: `extends` is only allowed in recipe files"])
         _merge_section(composed, str(section), value, source)
-    for text in overrides:
-        apply_override(composed, text)
+    apply_overrides(composed, overrides)
     return composed
 
 
@@ -431,15 +467,55 @@ def build_config(config_cls: type, values: Mapping[str, Any], prefix: str, error
     return None
 
 
-def validate(composed: ComposedRecipe) -> Recipe:
+def _carry_problem(cls: type, key: str, value: Any, preset: str | None) -> str | None:
+    """Why ``key: value`` (inherited from a swapped-out component) cannot carry over to ``cls``,
+    or ``None`` if the new component accepts it."""
+    if key == "preset":
+        return None if value in getattr(cls, "presets", {}) else "no such preset"
+    if key not in {f.name for f in dataclasses.fields(cls.Config)}:
+        return "not a field"
+    problems: list[str] = []
+    try:
+        defaults = cls.default_config(preset) if preset else None
+    except (ValueError, TypeError, KeyError):
+        defaults = None
+    if build_config(cls.Config, {key: value}, key, problems, defaults=defaults) is None:
+        return f"{value!r} not valid"
+    return None
+
+
+def _resolve_swap(section: str, swap: Swap, cls: type, node: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """Keep the carried keys of a swapped component that ``cls`` accepts; returns the node
+    without the others and the note listing both."""
+    kept: list[str] = []
+    dropped: list[str] = []
+    preset = node.get("preset")
+    if "preset" in swap.carried and _carry_problem(cls, "preset", preset, None) is not None:
+        preset = None
+    for key in [k for k in node if k in swap.carried]:
+        problem = _carry_problem(cls, key, node[key], preset)
+        if problem is None:
+            kept.append(key)
+        else:
+            dropped.append(f"{key} ({problem})")
+    bad = {d.split(" ", 1)[0] for d in dropped}
+    note = (f"{section}: {' -> '.join(map(repr, swap.names))}: kept: {', '.join(kept) or 'none'}; "
+            f"dropped: {', '.join(dropped) or 'none'}")
+    return {k: v for k, v in node.items() if k not in bad}, note
+
+
+def validate(composed: ComposedRecipe, log_notes: bool = True) -> Recipe:
     """Phase 2: build every typed config, then run the recipe checks registered through the
     ``scenetok_validate_recipe`` hook: core's cross-component check (:mod:`scenetok.core_hooks`)
     and any plugin's.
 
-    Raises :class:`RecipeError` listing *every* problem found.
+    Swapped components keep the carried keys their ``Config`` accepts (see :class:`Swap`); the
+    notes saying what was kept and dropped are logged once here (``log_notes``) and returned in
+    ``Recipe.notes``. Raises :class:`RecipeError` listing *every* problem found.
     """
     errors: list[str] = []
-    data = composed.data
+    data = dict(composed.data)  # swaps may drop keys: never change the composed recipe
+    notes = list(composed.notes)
 
     def where(dotted: str) -> str:
         return f"{composed.origin(dotted)}: {dotted}"
@@ -478,6 +554,12 @@ def validate(composed: ComposedRecipe) -> Recipe:
         except registry.RegistryError as error:
             errors.append(f"{where(section + '.name')}: {error}")
             continue
+        swap = composed.swaps.get(section)
+        if swap is not None:
+            node, note = _resolve_swap(section, swap, cls, node)
+            data[section] = node
+            if swap.names[0] != name or "dropped: none" not in note:
+                notes.append(note)
         preset = node.get("preset")
         if preset is not None and preset not in getattr(cls, "presets", {}):
             errors.append(
@@ -507,13 +589,14 @@ def validate(composed: ComposedRecipe) -> Recipe:
             sections[section] = config
 
     recipe = Recipe(source=composed.source, data=data, components=components, sections=sections,
-                    notes=list(composed.notes), seed=int(data.get("seed", 0) or 0))
+                    notes=notes, seed=int(data.get("seed", 0) or 0))
     if not errors:
         get_plugin_manager().hook.scenetok_validate_recipe(recipe=recipe, errors=errors)
     if errors:
         raise RecipeError(errors, source=None)
-    for note in composed.notes:
-        log.info(note)
+    if log_notes:
+        for note in notes:
+            log.info(note)
     return recipe
 
 

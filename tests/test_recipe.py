@@ -50,16 +50,24 @@ def test_extends_cycle_is_detected(tmp_path):
         compose(tmp_path / "a.yaml")
 
 
-def test_changing_a_name_replaces_the_node_and_reports_dropped_keys(tmp_path, fakes, registry_override):
+def test_changing_a_name_drops_only_keys_the_new_component_rejects(tmp_path, fakes, registry_override):
+    from dataclasses import dataclass
+
     from tests.fake_components import FakeSampler
 
-    registry_override("sampler", "othersampler", FakeSampler)
-    path = write(tmp_path / "r.yaml", FAKE_RECIPE.replace("sampler: fakeflow", "sampler: {name: fakeflow, steps: 9}"))
-    composed = compose(path, ["sampler.name=othersampler"])
-    assert composed.data["sampler"] == {"name": "othersampler"}
-    assert any("dropped sampler.steps" in note for note in composed.notes)
-    r = recipes.validate(composed)
-    assert r["sampler"].config.steps == 4  # default of the new component, not the dropped 9
+    class OtherSampler(FakeSampler):
+        @dataclass
+        class Config:  # shares `steps`; `prediction` is missing
+            steps: int = 4
+            eta: float = 0.0
+
+    registry_override("sampler", "othersampler", OtherSampler)
+    path = write(tmp_path / "r.yaml", FAKE_RECIPE.replace("sampler: fakeflow",
+                                                          "sampler: {name: fakeflow, steps: 9, prediction: x}"))
+    r = load_recipe(path, ["sampler.name=othersampler"])
+    assert r["sampler"].config.steps == 9  # carried: the new Config declares it
+    assert "prediction" not in r.data["sampler"]
+    assert r.notes == ["sampler: 'fakeflow' -> 'othersampler': kept: steps; dropped: prediction (not a field)"]
 
 
 def test_two_wrong_fields_are_both_reported_with_file_and_key(tmp_path, fakes):
