@@ -205,12 +205,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("quickstart", help="train, evaluate and render on procedural rooms (CPU, no downloads)",
                        description="The whole loop on the embedded procedural 'rooms' scenes, sized for a "
-                       "2-core CPU: train a small SceneTok within the time budget, evaluate it on held-out "
+                       "2-core CPU: train a small SceneTok for train.steps steps, evaluate it on held-out "
                        "rooms against the baselines, render a video, print a summary.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of recipes/quickstart.yaml")
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="run directory")
     p.add_argument("--minutes", type=float, default=None,
-                   help="total budget in minutes including evaluation (default from the recipe)")
+                   help="train for a wall-clock budget instead of train.steps (total minutes including "
+                   "evaluation; the step count then depends on machine load)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_quickstart)
 

@@ -55,8 +55,9 @@ class TrainConfig:
     makes sense on any machine.
 
     Attributes:
-        steps: optimiser steps to run (0 = until ``minutes`` run out).
-        minutes: wall-clock budget in minutes (0 = no limit); training stops cleanly at the budget.
+        steps: optimiser steps to run: the reproducible budget (0 = until ``minutes`` run out).
+        minutes: wall-clock cap in minutes (0 = no limit); training stops cleanly at the cap. The
+            steps reached then depend on machine load, so compare runs by ``steps``.
         batch_size: scenes per step *per process*.
         grad_accumulation: micro-batches per optimiser step.
         lr: peak learning rate (AdamW).
