@@ -2,7 +2,8 @@
 ``scenetok.hooks`` entry point in scenetok's ``pyproject.toml``.
 
 * ``scenetok_add_commands``: the main jobs (``train``, ``eval``, ``render``, ``quickstart``,
-  ``validate``, ``model``, ``data``); see :mod:`scenetok.commands`.
+  ``validate``, ``model``, ``data``; see :mod:`scenetok.commands`) and the study commands
+  ``ablate`` and ``compare`` (:mod:`scenetok.ablate`, :mod:`scenetok.compare`).
 * ``scenetok_validate_recipe``: the cross-component check (latent shapes, image sizes, the
   networks built on the meta device); see :func:`scenetok.model.check_recipe`.
 
@@ -18,9 +19,12 @@ from scenetok.hookspecs import hookimpl
 
 @hookimpl(tryfirst=True)
 def scenetok_add_commands(subparsers: Any) -> None:
-    from scenetok import commands  # lazy: the hook module must import nothing at CLI start-up
+    # lazy: the hook module must import nothing at CLI start-up
+    from scenetok import ablate, commands, compare
 
     commands.add_commands(subparsers)
+    ablate.add_command(subparsers)
+    compare.add_command(subparsers)
 
 
 @hookimpl(tryfirst=True)

@@ -241,34 +241,36 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _sets_a_name(text: str) -> bool:
-    """Whether an override chooses a component (``sampler.name=ddpm``, ``sampler=ddpm``)."""
-    parts = text.split("=", 1)[0].strip().split(".")
+def _is_name_key(key: str) -> bool:
+    """Whether a dotted key chooses a component (``sampler.name``) or replaces a section (``sampler``)."""
+    parts = key.strip().split(".")
     return len(parts) == 1 or parts[1:] == ["name"]
 
 
+def set_values(composed: ComposedRecipe, values: Iterable[tuple[str, Any]], origin: str = COMMAND_LINE) -> None:
+    """Set dotted keys (``("decoder.depth", 4)``) name-first, stable otherwise, so that
+    ``sampler.power=2 sampler.name=cosflow`` means the same as ``sampler.name=cosflow sampler.power=2``.
+    ``origin`` is what errors about these keys name as their file."""
+    for key, value in sorted(values, key=lambda item: 0 if _is_name_key(item[0]) else 1):
+        parts = key.split(".")
+        nested: Any = value
+        for part in reversed(parts[1:]):
+            nested = {part: nested}
+        _merge_section(composed, parts[0], nested, origin)
+
+
 def apply_overrides(composed: ComposedRecipe, overrides: Iterable[str]) -> None:
-    """Apply dotted overrides name-first (stable otherwise), so that ``sampler.power=2
-    sampler.name=cosflow`` means the same as ``sampler.name=cosflow sampler.power=2``."""
-    overrides = list(overrides)
-    for text in sorted(overrides, key=lambda t: 0 if _sets_a_name(t) else 1):
-        apply_override(composed, text)
+    """Apply ``key=value`` overrides (see :func:`set_values` for the order)."""
+    set_values(composed, [parse_override(text) for text in overrides])
 
 
 def apply_override(composed: ComposedRecipe, text: str) -> None:
-    key, value = parse_override(text)
-    parts = key.split(".")
-    section = parts[0]
-    if len(parts) == 1:
-        _merge_section(composed, section, value, COMMAND_LINE)
-        return
-    nested: Any = value
-    for part in reversed(parts[1:]):
-        nested = {part: nested}
-    _merge_section(composed, section, nested, COMMAND_LINE)
+    apply_overrides(composed, [text])
 
 
 RECIPES_GROUP = "scenetok.recipes"
+#: Sub-folder of a recipes folder holding ablation files (:mod:`scenetok.ablate`).
+ABLATIONS_FOLDER = "ablations"
 
 
 def list_recipes() -> dict[str, tuple[Path, str]]:
@@ -298,6 +300,8 @@ def list_recipes() -> dict[str, tuple[Path, str]]:
         folder = folders[0]
         for path in sorted(folder.rglob("*.yaml")):
             name = path.relative_to(folder).with_suffix("").as_posix()
+            if name.startswith(f"{ABLATIONS_FOLDER}/"):
+                continue  # ablation files and their bases are for `scenetok ablate`, not recipes
             if name in found:
                 log.warning("recipe %r is shipped by %s and %s; using %s's", name, found[name][1],
                             distribution, found[name][1])
