@@ -244,3 +244,16 @@ def test_cli_runs_a_variant_as_train_and_eval_processes(tmp_path, capsys):
     # Run again: nothing to do.
     assert main(["ablate", str(path), "--out", str(out)]) == 0
     assert "1 runs (1 already finished)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["sampler", "tokens", "compressor"])
+def test_shipped_ablations_validate_and_fit_a_cpu(name, tmp_path):
+    ablation = load_ablation(ROOT / "recipes" / "ablations" / f"{name}.yaml", tmp_path / "out")
+    assert len(ablation.variants) >= 2
+    for run in ablation.runs:
+        train = run.recipe.sections["train"]
+        assert train.steps <= 300 and train.minutes == 0  # a step budget, small enough for 2 cores
+    if name == "compressor":
+        sdvae = ablation.runs[1].recipe["image_compressor"]
+        assert sdvae.name == "sdvae" and sdvae.config.random_init  # stated as random init in the file
+        assert ablation.runs[1].recipe["target_image_compressor"].name == "pixel"
