@@ -61,9 +61,6 @@ VARIANT_RECIPE = "variant.yaml"
 VARIANT_INFO = "variant.json"
 STATUS = "status.json"
 LOG = "ablate.log"
-#: Train keys a resumed run may change (mirrors the training loop's rule; no torch import here).
-RESUMABLE_TRAIN_KEYS = {"steps", "log_every", "checkpoint_every", "keep_checkpoints", "validate_every",
-                        "num_workers"}
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
 
 
@@ -446,6 +443,8 @@ def check_out_dir(ablation: Ablation, out_dir: Path) -> None:
     if stored.get("ablation") != ablation.name:
         raise AblationError([f"{out_dir}: holds runs of ablation {stored.get('ablation')!r}, not "
                              f"{ablation.name!r} ({ablation.file}); choose another --out"])
+    from scenetok.train.loop import RESUMABLE_CHANGES  # what a resumed run may change
+
     errors = []
     for run in ablation.runs:
         path = run.run_dir / VARIANT_RECIPE
@@ -455,7 +454,7 @@ def check_out_dir(ablation: Ablation, out_dir: Path) -> None:
         new = _flatten(comparable(run.resolved))
         for key in dict.fromkeys([*old, *new]):
             section, _, sub = key.partition(".")
-            if old.get(key) != new.get(key) and not (section == "train" and sub in RESUMABLE_TRAIN_KEYS):
+            if old.get(key) != new.get(key) and not (section == "train" and sub in RESUMABLE_CHANGES):
                 errors.append(f"{ablation.file}: variant {run.variant!r}: {key}: {out_dir / run.name} was run "
                               f"with {old.get(key)!r}, the ablation now gives {new.get(key)!r}; "
                               "choose another --out")
@@ -520,7 +519,16 @@ class SubprocessRunner:
         with log_path.open("a") as out:
             out.write(f"$ {shlex.join(command)}\n")
             out.flush()
-            code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, check=False).returncode
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+            try:
+                code = process.wait()
+            except KeyboardInterrupt:
+                # Ctrl-C reached the child too: let it finish its step and write its checkpoint.
+                try:
+                    process.wait(timeout=300)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                raise
         if code != 0:
             lines = [line for line in log_path.read_text().splitlines() if line.strip()]
             raise RunFailed(f"{what} exited with status {code}: {lines[-1] if lines else ''} (log: {log_path})")
@@ -563,9 +571,10 @@ def _steps_reached(run: PlannedRun) -> int | None:
         return None
 
 
-def execute(run: PlannedRun, runner: Any, variant: Variant, ablation: Ablation) -> dict[str, Any]:
+def execute(run: PlannedRun, runner: Any, variant: Variant, ablation: Ablation,
+            stop: threading.Event | None = None) -> dict[str, Any]:
     """Train (resuming from the last checkpoint) and evaluate one run; record the outcome in its
-    ``status.json``. Never raises for a failed run."""
+    ``status.json``. Never raises for a failed run; after ``stop`` is set it does not evaluate."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     if not (run.run_dir / VARIANT_RECIPE).exists() or yaml.safe_load(
             (run.run_dir / VARIANT_RECIPE).read_text()) != run.resolved:
@@ -582,6 +591,8 @@ def execute(run: PlannedRun, runner: Any, variant: Variant, ablation: Ablation) 
         started = time.monotonic()
         runner.train(run)
         status["train_seconds"] = round(float(status.get("train_seconds", 0.0)) + time.monotonic() - started, 2)
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
         started = time.monotonic()
         runner.evaluate(run)
         status["eval_seconds"] = round(time.monotonic() - started, 2)
@@ -642,22 +653,38 @@ def run_ablation(ablation: Ablation, out_dir: str | Path, jobs: int = 1, runner:
     if skipped:
         log.info("skipping %d finished run(s): %s", len(skipped), ", ".join(skipped))
     lock = threading.Lock()
+    stop = threading.Event()  # set by Ctrl-C: start nothing new, evaluate nothing half-trained
 
     def one(run: PlannedRun) -> None:
+        if stop.is_set():
+            return
         log.info("running %s (%d steps) in %s", run.name, run.steps, run.run_dir)
-        status = execute(run, runner, variants[run.variant], ablation)
+        try:
+            status = execute(run, runner, variants[run.variant], ablation, stop)
+        except KeyboardInterrupt:
+            stop.set()
+            raise
         with lock:
             statuses[run.name] = status
             if on_status:
                 on_status(run, status)
 
-    if jobs <= 1:
-        for run in todo:
-            one(run)
-    else:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            for future in [pool.submit(one, run) for run in todo]:
-                future.result()
+    try:
+        if jobs <= 1:
+            for run in todo:
+                one(run)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(one, run) for run in todo]
+                try:
+                    for future in futures:
+                        future.result()
+                except KeyboardInterrupt:
+                    stop.set()
+                    raise
+    except KeyboardInterrupt:
+        log.warning("interrupted: run the same command again to resume")
+        raise
     comparison = compare_runs([run.run_dir for run in ablation.runs], out)
     return AblationResult(out, statuses, skipped, comparison)
 
@@ -681,9 +708,8 @@ def format_plan(ablation: Ablation, runner: SubprocessRunner | None = None) -> s
         lines.append(f"  {variant.label:<{width}}  {params:>12} trainable params  {variant.summary}")
         for note in variant.notes:
             lines.append(f"  {'':<{width}}  note: {note}")
-    runs = [run for run in ablation.runs]
     lines.append("runs:")
-    for run in runs:
+    for run in ablation.runs:
         state = "finished, skipped" if is_finished(run) else (read_status(run.run_dir).get("state") or "new")
         lines.append(f"  {run.run_dir}  ({state})")
         if runner is not None:
@@ -693,6 +719,9 @@ def format_plan(ablation: Ablation, runner: SubprocessRunner | None = None) -> s
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        print(f"scenetok ablate: error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
+        return 2
     try:
         ablation = load_ablation(args.file, args.out, seeds=args.seeds)
         check_out_dir(ablation, args.out)

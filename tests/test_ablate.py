@@ -216,6 +216,22 @@ def test_a_failed_variant_is_recorded_and_the_rest_continue(tmp_path):
     assert f"failed: bad ({out / 'bad' / 'seed_0'}): RunFailed: boom" in markdown
 
 
+def test_ctrl_c_marks_the_run_interrupted_and_starts_nothing_else(tmp_path):
+    class Interrupted(CountingRunner):
+        def train(self, run):
+            self.trained.append(run.name)
+            raise KeyboardInterrupt
+
+    path = ablation_file(tmp_path, "variants: {a: {}, b: {decoder.depth: 2}}\n")
+    out = tmp_path / "out"
+    runner = Interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation(load_ablation(path, out), out, runner=runner)
+    assert runner.trained == ["a/seed_0"]
+    assert read_status(out / "a" / "seed_0")["state"] == "interrupted"
+    assert not (out / "b").exists()
+
+
 def test_a_changed_ablation_does_not_reuse_old_runs(tmp_path, capsys):
     path = ablation_file(tmp_path, "variants: {a: {decoder.depth: 2}}\n")
     out = tmp_path / "out"
