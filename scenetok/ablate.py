@@ -372,7 +372,8 @@ def load_ablation(path: str | Path, out_dir: str | Path, seeds: int | None = Non
     try:
         base_recipe = _compose_run(base, budget, {}, None, file, None)
     except RecipeError as error:
-        raise AblationError([f"{file}: base {base}: {e}" for e in error.errors]) from None
+        raise AblationError([f"{file}: base: {e}".replace(f"{file} (budget): ", "budget: ")
+                             for e in error.errors]) from None
     base_resolved = base_recipe.resolved()
     if base_resolved["train"]["minutes"]:
         errors.append(f"{file}: budget: train.minutes: a wall-clock budget gives arms different step counts; "
@@ -383,7 +384,10 @@ def load_ablation(path: str | Path, out_dir: str | Path, seeds: int | None = Non
         try:
             recipe = _compose_run(base, budget, variant.overrides, seed_list[0], file, variant.label)
         except RecipeError as error:
-            errors.extend(f"{file}: variant {variant.label!r}: {e}" for e in error.errors)
+            for e in error.errors:
+                # Keys the ablation file set name it once, up front; keys of the base recipe keep their file.
+                e = e.replace(f"{file} (variant {variant.label}): ", "").replace(f"{file} (budget): ", "budget: ")
+                errors.append(f"{file}: variant {variant.label!r}: {e}")
             continue
         resolved = recipe.resolved()
         key = json.dumps(comparable(resolved), sort_keys=True, default=str)
@@ -685,7 +689,8 @@ def run_ablation(ablation: Ablation, out_dir: str | Path, jobs: int = 1, runner:
     except KeyboardInterrupt:
         log.warning("interrupted: run the same command again to resume")
         raise
-    comparison = compare_runs([run.run_dir for run in ablation.runs], out)
+    title = f"ablation {ablation.name}" + (f": {ablation.description}" if ablation.description else "")
+    comparison = compare_runs([run.run_dir for run in ablation.runs], out, title=title)
     return AblationResult(out, statuses, skipped, comparison)
 
 

@@ -338,9 +338,10 @@ def plot_losses(runs: list[RunData], path: Path) -> Path | None:
     return path
 
 
-def compare_runs(paths: list[str | Path], out_dir: str | Path) -> Comparison:
+def compare_runs(paths: list[str | Path], out_dir: str | Path, title: str | None = None) -> Comparison:
     """Read runs (or ablation folders) and write ``results.{csv,json,md}``, ``metrics.png`` and
-    ``loss.png`` into ``out_dir``."""
+    ``loss.png`` into ``out_dir``; ``title`` heads ``results.md`` (default: the ablation's name
+    and description when an ablation folder is given)."""
     run_dirs = expand_runs(list(paths))
     if not run_dirs:
         raise CompareError("no runs to compare")
@@ -352,9 +353,13 @@ def compare_runs(paths: list[str | Path], out_dir: str | Path) -> Comparison:
     if not runs:
         raise CompareError(f"none of {', '.join(map(str, run_dirs))} exists")
     table = build_table(runs)
+    if title is None:
+        manifests = [_read_json(Path(p) / "ablation.json") for p in paths]
+        title = "; ".join(f"ablation {m['ablation']}: {m.get('description', '')}".rstrip(": ")
+                          for m in manifests if m) or None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    markdown = format_markdown(table)
+    markdown = (f"# {title}\n\n" if title else "") + format_markdown(table)
     files = {"json": out / "results.json", "csv": out / "results.csv", "markdown": out / "results.md"}
     files["json"].write_text(json.dumps(table, indent=2, default=str))
     write_csv(table, files["csv"])
