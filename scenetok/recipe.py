@@ -172,11 +172,8 @@ def _merge_section(composed: ComposedRecipe, section: str, value: Any, origin: s
     ):
         # A different component. Its schema may share fields with the old one (a plugin Config
         # subclassing a core one, or ddpm and flow sharing the timestep fields), so the old keys
-        # are carried provisionally; `validate` keeps those the new Config accepts. `provider`
-        # names who provided the *old* name and never carries over.
-        carried = {k for k in old if k not in value and k not in ("name", "provider")}
-        if "provider" in old and "provider" not in value:
-            _forget_origins(f"{section}.provider", composed.origins)
+        # are carried provisionally; `validate` keeps those the new Config accepts.
+        carried = {k for k in old if k not in value and k != "name"}
         names = swap.names if swap else [str(old["name"])]
         composed.swaps[section] = Swap(names=[*names, str(value["name"])], carried=carried)
         old = {k: v for k, v in old.items() if k in carried or k == "name"}
@@ -476,6 +473,8 @@ def _carry_problem(cls: type, key: str, value: Any, preset: str | None) -> str |
     or ``None`` if the new component accepts it."""
     if key == "preset":
         return None if value in getattr(cls, "presets", {}) else "no such preset"
+    if key == "provider":
+        return "it chose the distribution of the old component"
     if key not in {f.name for f in dataclasses.fields(cls.Config)}:
         return "not a field"
     problems: list[str] = []

@@ -93,3 +93,12 @@ def test_a_preset_carries_only_if_the_new_component_has_it(tmp_path):
     r = load_recipe(recipe, ["sampler.name=ddpm"])
     assert "preset (no such preset)" in r.notes[0]
     assert r["sampler"].preset is None
+
+
+def test_provider_never_carries_over_and_is_listed_as_dropped(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"extends: {QUICKSTART}\nsampler: {{name: flow, provider: scenetok}}\n")
+    r = load_recipe(recipe, ["sampler.name=ddpm"])
+    assert r.notes[0].endswith("dropped: prediction ('sample' not valid), "
+                               "provider (it chose the distribution of the old component)")
+    assert "provider" not in r.data["sampler"]
