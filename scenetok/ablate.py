@@ -46,7 +46,8 @@ from typing import Any
 
 import yaml
 
-from scenetok.recipe import PROVENANCE_KEY, Recipe, RecipeError, compose, set_values, validate
+from scenetok.compare import flatten, format_value, comparable, compare_runs, recipe_changes
+from scenetok.recipe import ABLATIONS_FOLDER, Recipe, RecipeError, compose, set_values, validate
 
 log = logging.getLogger(__name__)
 
@@ -177,12 +178,6 @@ def _short(key: str, keys: Iterable[str]) -> str:
     return last if sum(1 for k in keys if k.split(".")[-1] == last) == 1 else key
 
 
-def _scalar(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
 def expand_variants(data: Mapping[str, Any], file: Path, errors: list[str], max_variants: int) -> list[Variant]:
     """The variants of an ablation file: a grid's cartesian product or the labelled list."""
     grid, listed = data.get("grid"), data.get("variants")
@@ -212,7 +207,7 @@ def expand_variants(data: Mapping[str, Any], file: Path, errors: list[str], max_
             return []
         keys = list(axes)
         for combination in itertools.product(*axes.values()):
-            label = ",".join(f"{_short(k, keys)}={_scalar(v)}" for k, v in zip(keys, combination))
+            label = ",".join(f"{_short(k, keys)}={format_value(v)}" for k, v in zip(keys, combination))
             variants.append(Variant(label=re.sub(r"[^A-Za-z0-9._=,+-]", "_", label),
                                     overrides=dict(zip(keys, combination))))
     else:
@@ -234,61 +229,6 @@ def expand_variants(data: Mapping[str, Any], file: Path, errors: list[str], max_
             variants.append(Variant(label=label, overrides=_dotted_mapping(
                 overrides, f"{file}: variant {label!r}", errors)))
     return variants
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, dotted))
-        else:
-            out[dotted] = value
-    return out
-
-
-def comparable(resolved: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved recipe without what never distinguishes two arms (seed, provenance)."""
-    return {k: v for k, v in resolved.items() if k not in (PROVENANCE_KEY, "seed", "description")}
-
-
-def recipe_changes(base: Mapping[str, Any], other: Mapping[str, Any]) -> tuple[dict[str, list[Any]], str]:
-    """What ``other`` changes relative to ``base`` (two resolved recipes).
-
-    Returns ``(changes, summary)``: ``changes`` maps dotted keys to ``[base, other]``; a section
-    whose component ``name`` differs is one entry ``section.name`` plus its keys that both
-    components have with different values (keys of only one schema follow from the swap).
-    ``summary`` is the same in one line, ``"(base)"`` if nothing differs.
-    """
-    base, other = comparable(base), comparable(other)
-    changes: dict[str, list[Any]] = {}
-    parts: list[str] = []
-    for section in list(dict.fromkeys([*base, *other])):
-        old, new = base.get(section), other.get(section)
-        if old == new:
-            continue
-        if isinstance(old, Mapping) and isinstance(new, Mapping):
-            flat_old, flat_new = _flatten(old), _flatten(new)
-            swapped = "name" in old and old.get("name") != new.get("name")
-            keys = [k for k in dict.fromkeys([*flat_old, *flat_new])
-                    if flat_old.get(k) != flat_new.get(k) and (not swapped or (k in flat_old and k in flat_new))]
-            if swapped:
-                keys = ["name"] + [k for k in keys if k != "name"]
-            section_parts = []
-            for key in keys:
-                changes[f"{section}.{key}"] = [flat_old.get(key), flat_new.get(key)]
-                section_parts.append(f"{_scalar(flat_old.get(key))} -> {_scalar(flat_new.get(key))}"
-                                     if swapped and key == "name"
-                                     else f"{key}: {_scalar(flat_old.get(key))} -> {_scalar(flat_new.get(key))}")
-            if swapped:
-                head, rest = section_parts[0], section_parts[1:]
-                parts.append(f"{section}: {head}" + (f" ({', '.join(rest)})" if rest else ""))
-            else:
-                parts.extend(f"{section}.{p}" for p in section_parts)
-        else:
-            changes[section] = [old, new]
-            parts.append(f"{section}: {_scalar(old)} -> {_scalar(new)}")
-    return changes, "; ".join(parts) or "(base)"
 
 
 def _seeds(value: Any, file: Path, errors: list[str]) -> list[int]:
@@ -322,11 +262,27 @@ def _compose_run(base: Path, budget: Mapping[str, Any], overrides: Mapping[str, 
     return validate(composed, log_notes=False)
 
 
+def find_ablation(path_or_name: str | Path) -> Path:
+    """An ablation file: ``path_or_name`` itself when it exists, else a shipped one by name
+    (``sampler`` or ``ablations/sampler`` = ``scenetok/recipes/ablations/sampler.yaml``)."""
+    path = Path(path_or_name)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    shipped = Path(__file__).resolve().parent / "recipes" / ABLATIONS_FOLDER
+    name = str(path_or_name).removeprefix(f"{ABLATIONS_FOLDER}/")
+    candidate = shipped / f"{name}.yaml"
+    if candidate.exists():
+        return candidate
+    names = sorted(p.stem for p in shipped.glob("*.yaml") if "ablation:" in p.read_text())
+    raise AblationError([f"{path_or_name}: neither a file nor a shipped ablation; shipped: {', '.join(names)}"])
+
+
 def load_ablation(path: str | Path, out_dir: str | Path, seeds: int | None = None,
                   count_parameters: bool = True) -> Ablation:
-    """Read an ablation file and validate every variant x seed; raises :class:`AblationError`
-    with *every* problem (file, variant and key in each line) before anything is run or written."""
-    file = Path(path)
+    """Read an ablation file (or a shipped one by name) and validate every variant x seed; raises
+    :class:`AblationError` with *every* problem (file, variant and key in each line) before
+    anything is run or written."""
+    file = find_ablation(path)
     data = _read_file(file)
     errors: list[str] = []
     for key in data:
@@ -413,7 +369,7 @@ def load_ablation(path: str | Path, out_dir: str | Path, seeds: int | None = Non
 
 def _parameters(recipe: Recipe) -> int | None:
     """Trainable parameters (built on the meta device: no memory, no weights read)."""
-    from scenetok.model import summary
+    from scenetok.model import summary  # lazy: imports torch
 
     try:
         return int(summary(recipe)["trainable_parameters"])
@@ -447,15 +403,15 @@ def check_out_dir(ablation: Ablation, out_dir: Path) -> None:
     if stored.get("ablation") != ablation.name:
         raise AblationError([f"{out_dir}: holds runs of ablation {stored.get('ablation')!r}, not "
                              f"{ablation.name!r} ({ablation.file}); choose another --out"])
-    from scenetok.train.loop import RESUMABLE_CHANGES  # what a resumed run may change
+    from scenetok.train.loop import RESUMABLE_CHANGES  # lazy: imports torch; what a resumed run may change
 
     errors = []
     for run in ablation.runs:
         path = run.run_dir / VARIANT_RECIPE
         if not path.exists():
             continue
-        old = _flatten(comparable(yaml.safe_load(path.read_text()) or {}))
-        new = _flatten(comparable(run.resolved))
+        old = flatten(comparable(yaml.safe_load(path.read_text()) or {}))
+        new = flatten(comparable(run.resolved))
         for key in dict.fromkeys([*old, *new]):
             section, _, sub = key.partition(".")
             if old.get(key) != new.get(key) and not (section == "train" and sub in RESUMABLE_CHANGES):
@@ -555,14 +511,14 @@ class InProcessRunner:
     """Each run in this process (notebooks, tests): same steps, no process start-up."""
 
     def train(self, run: PlannedRun) -> None:
-        from scenetok.train.loop import train_recipe
+        from scenetok.train.loop import train_recipe  # lazy: imports torch
 
         result = train_recipe(run.run_dir / VARIANT_RECIPE, run_dir=run.run_dir, progress=False)
         if result.reason not in ("finished", "budget", "interrupted"):
             raise RunFailed(f"train stopped: {result.reason}")
 
     def evaluate(self, run: PlannedRun) -> None:
-        from scenetok.eval.evaluate import evaluate_run
+        from scenetok.eval.evaluate import evaluate_run  # lazy: imports torch
 
         evaluate_run(run.run_dir, progress=False)
 
@@ -631,8 +587,6 @@ class AblationResult:
 def run_ablation(ablation: Ablation, out_dir: str | Path, jobs: int = 1, runner: Any = None,
                  on_status: Callable[[PlannedRun, dict[str, Any]], None] | None = None) -> AblationResult:
     """Run every unfinished run of ``ablation`` (``jobs`` at a time), then compare them."""
-    from scenetok.compare import compare_runs
-
     out = Path(out_dir)
     check_out_dir(ablation, out)
     runner = runner or SubprocessRunner(threads=max(1, (os.cpu_count() or 1) // max(1, jobs)) if jobs > 1 else None)
@@ -701,7 +655,7 @@ def run_ablation(ablation: Ablation, out_dir: str | Path, jobs: int = 1, runner:
 
 def format_plan(ablation: Ablation, runner: SubprocessRunner | None = None) -> str:
     """The ``--dry-run`` text: each variant, what it changes, its notes, parameters and runs."""
-    budget = ", ".join(f"{k}={_scalar(v)}" for k, v in ablation.budget.items()) or "the base recipe's"
+    budget = ", ".join(f"{k}={format_value(v)}" for k, v in ablation.budget.items()) or "the base recipe's"
     lines = [
         f"ablation {ablation.name!r} ({ablation.file}): {len(ablation.variants)} variants x "
         f"{len(ablation.seeds)} seed(s) = {len(ablation.runs)} runs",
@@ -757,7 +711,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                        description="Validate every variant of an ablation file, train and evaluate each "
                        "variant x seed in OUT/<variant>/seed_<k> (resumable; a failed run is recorded and "
                        "the others continue), then write results.csv/json/md and plots into OUT.")
-    p.add_argument("file", type=Path, help="ablation YAML (base recipe + grid or variants, seeds, budget)")
+    p.add_argument("file", help="ablation YAML (base recipe + grid or variants, seeds, budget), or the "
+                   "name of a shipped one: sampler, tokens, compressor (recipes/ablations/)")
     p.add_argument("--out", type=Path, required=True, help="output folder (one ablation per folder)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (child processes)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per variant (0..K-1), instead of the file's")

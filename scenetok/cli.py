@@ -32,7 +32,7 @@ examples:
   scenetok train quickstart --run runs/qs train.steps=200
   scenetok eval runs/qs                       PSNR/SSIM/LPIPS vs baselines on held-out scenes
   scenetok render runs/qs --trajectory spline --frames 32 --out renders/
-  scenetok ablate recipes/ablations/sampler.yaml --out runs/ablate-sampler --dry-run
+  scenetok ablate sampler --out runs/ablate-sampler --dry-run
   scenetok compare runs/a runs/b --out comparison/
 
 A recipe is a YAML file or the name of a shipped one (`scenetok recipes`); any key can be

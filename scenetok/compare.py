@@ -18,6 +18,7 @@ import logging
 import math
 import statistics
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,69 @@ log = logging.getLogger(__name__)
 METRICS = {"psnr": True, "ssim": True, "lpips": False}
 BASELINES = ("nearest_context", "mean_context")
 BASELINE_NAMES = {"nearest_context": "copy the nearest context view", "mean_context": "mean context image"}
+
+
+def format_value(value: Any) -> str:
+    """A recipe value as one would write it in YAML (``0.001``, ``[1, 2]``, ``ddpm``)."""
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (empty mappings stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
+def comparable(resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved recipe without what never distinguishes two arms (seed, provenance)."""
+    return {k: v for k, v in resolved.items() if k not in ("provenance", "seed", "description")}
+
+
+def recipe_changes(base: Mapping[str, Any], other: Mapping[str, Any]) -> tuple[dict[str, list[Any]], str]:
+    """What ``other`` changes relative to ``base`` (two resolved recipes).
+
+    Returns ``(changes, summary)``: ``changes`` maps dotted keys to ``[base, other]``; a section
+    whose component ``name`` differs is one entry ``section.name`` plus its keys that both
+    components have with different values (keys of only one schema follow from the swap).
+    ``summary`` is the same in one line, ``"(base)"`` if nothing differs.
+    """
+    base, other = comparable(base), comparable(other)
+    changes: dict[str, list[Any]] = {}
+    parts: list[str] = []
+    for section in list(dict.fromkeys([*base, *other])):
+        old, new = base.get(section), other.get(section)
+        if old == new:
+            continue
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            flat_old, flat_new = flatten(old), flatten(new)
+            swapped = "name" in old and old.get("name") != new.get("name")
+            keys = [k for k in dict.fromkeys([*flat_old, *flat_new])
+                    if flat_old.get(k) != flat_new.get(k) and (not swapped or (k in flat_old and k in flat_new))]
+            if swapped:
+                keys = ["name"] + [k for k in keys if k != "name"]
+            section_parts = []
+            for key in keys:
+                changes[f"{section}.{key}"] = [flat_old.get(key), flat_new.get(key)]
+                section_parts.append(f"{format_value(flat_old.get(key))} -> {format_value(flat_new.get(key))}"
+                                     if swapped and key == "name"
+                                     else f"{key}: {format_value(flat_old.get(key))} -> {format_value(flat_new.get(key))}")
+            if swapped:
+                head, rest = section_parts[0], section_parts[1:]
+                parts.append(f"{section}: {head}" + (f" ({', '.join(rest)})" if rest else ""))
+            else:
+                parts.extend(f"{section}.{p}" for p in section_parts)
+        else:
+            changes[section] = [old, new]
+            parts.append(f"{section}: {format_value(old)} -> {format_value(new)}")
+    return changes, "; ".join(parts) or "(base)"
 
 
 class CompareError(ValueError):
@@ -150,8 +214,6 @@ class Comparison:
 
 def build_table(runs: list[RunData]) -> dict[str, Any]:
     """Group runs into rows (one per variant), average metrics over seeds, mark the best."""
-    from scenetok.ablate import comparable, recipe_changes
-
     groups: dict[str, list[RunData]] = {}
     plain_keys: dict[str, str] = {}
     for run in runs:
@@ -273,7 +335,7 @@ def write_csv(table: dict[str, Any], path: Path) -> None:
 
 def plot_metrics(table: dict[str, Any], path: Path) -> Path | None:
     """One panel per available metric: mean per variant with ±std error bars, baselines dashed."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib is only needed for the plots
 
     metrics = [m for m in METRICS if any(r["metrics"][m]["mean"] is not None for r in table["rows"])]
     if not metrics:
@@ -307,7 +369,7 @@ def plot_metrics(table: dict[str, Any], path: Path) -> Path | None:
 
 def plot_losses(runs: list[RunData], path: Path) -> Path | None:
     """Training loss of every run against steps; one colour per variant (seeds share it)."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib is only needed for the plots
 
     curves = [(run, _loss_records(run.run_dir)) for run in runs]
     curves = [(run, [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), (int, float))])

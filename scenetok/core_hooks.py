@@ -19,8 +19,7 @@ from scenetok.hookspecs import hookimpl
 
 @hookimpl(tryfirst=True)
 def scenetok_add_commands(subparsers: Any) -> None:
-    # lazy: the hook module must import nothing at CLI start-up
-    from scenetok import ablate, commands, compare
+    from scenetok import ablate, commands, compare  # lazy: the hook module imports nothing at start-up
 
     commands.add_commands(subparsers)
     ablate.add_command(subparsers)

@@ -17,6 +17,7 @@ from scenetok.ablate import (
     run_ablation,
 )
 from scenetok.cli import main
+from scenetok.recipe import list_recipes
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = Path(__file__).parent / "recipes" / "tiny.yaml"
@@ -164,10 +165,10 @@ def test_dry_run_prints_variants_changes_and_parameters_and_writes_nothing(tmp_p
     assert main(["ablate", str(path), "--out", str(out), "--dry-run", "--seeds", "2"]) == 0
     text = capsys.readouterr().out
     assert "2 variants x 2 seed(s) = 4 runs" in text
-    # Unchanged shared keys (steps: 2 carried over) are not listed.
+    # Unchanged shared keys (timestep_mode carried over) are not listed.
     assert "sampler: flow -> ddpm (timesteps: logit_normal -> uniform, solver: euler -> ddim, " \
         "prediction: flow -> epsilon)" in text
-    assert "note: sampler: 'flow' -> 'ddpm': kept: timestep_mode, steps; dropped: none" in text
+    assert "note: sampler: 'flow' -> 'ddpm': kept: timestep_mode; dropped: none" in text
     assert text.count("trainable params") == 2 and " (base)" in text
     assert f"{out}/ddpm/seed_1  (new)" in text and "-m scenetok.cli train" in text
     assert not out.exists()
@@ -264,7 +265,9 @@ def test_cli_runs_a_variant_as_train_and_eval_processes(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["sampler", "tokens", "compressor"])
 def test_shipped_ablations_validate_and_fit_a_cpu(name, tmp_path):
-    ablation = load_ablation(ROOT / "recipes" / "ablations" / f"{name}.yaml", tmp_path / "out")
+    ablation = load_ablation(name, tmp_path / "out")  # shipped: found by name
+    assert ablation.file == ROOT / "scenetok" / "recipes" / "ablations" / f"{name}.yaml"
+    assert not any(shipped.startswith("ablations/") for shipped in list_recipes())  # not recipes
     assert len(ablation.variants) >= 2
     for run in ablation.runs:
         train = run.recipe.sections["train"]

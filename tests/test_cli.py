@@ -69,7 +69,7 @@ def test_validate_reports_two_wrong_fields_with_file_and_key(capsys, tmp_path):
 def test_overrides_after_options_and_name_swap_report(capsys):
     code, out, _ = run(capsys, "validate", QUICKSTART, "--print", "sampler.name=ddpm")
     assert code == 0
-    assert out.count("note: sampler: 'flow' -> 'ddpm': kept: timesteps, shift, timestep_mode, steps; "
+    assert out.count("note: sampler: 'flow' -> 'ddpm': kept: timesteps, shift, timestep_mode; "
                      "dropped: prediction ('sample' not valid)") == 1
     assert "name: ddpm" in out
 

@@ -31,19 +31,19 @@ def cosflow(registry_override):
 def test_flow_to_ddpm_keeps_the_shared_timestep_fields():
     r = load_recipe(QUICKSTART, ["sampler.name=ddpm"])
     config = r["sampler"].config
-    assert (config.timesteps, config.shift, config.timestep_mode, config.steps) == ("shifted", 4.0, "per_sample", 1)
+    assert (config.timesteps, config.shift, config.timestep_mode) == ("shifted", 4.0, "per_sample")
     assert config.prediction == "epsilon"  # 'sample' is not a ddpm prediction: dropped, default used
-    assert r.notes == ["sampler: 'flow' -> 'ddpm': kept: timesteps, shift, timestep_mode, steps; "
+    assert r.notes == ["sampler: 'flow' -> 'ddpm': kept: timesteps, shift, timestep_mode; "
                        "dropped: prediction ('sample' not valid)"]
 
 
-def test_a_plugin_config_subclassing_flow_keeps_all_five_fields(cosflow):
+def test_a_plugin_config_subclassing_flow_keeps_every_field(cosflow):
     r = load_recipe(QUICKSTART, ["sampler.name=cosflow"])
     config = r["sampler"].config
     assert isinstance(config, CosFlow.Config)
-    assert (config.prediction, config.timesteps, config.shift, config.timestep_mode, config.steps) == \
-        ("sample", "shifted", 4.0, "per_sample", 1)
-    assert r.notes[0].endswith("kept: prediction, timesteps, shift, timestep_mode, steps; dropped: none")
+    assert (config.prediction, config.timesteps, config.shift, config.timestep_mode) == \
+        ("sample", "shifted", 4.0, "per_sample")
+    assert r.notes[0].endswith("kept: prediction, timesteps, shift, timestep_mode; dropped: none")
 
 
 def test_swapping_back_drops_fields_only_the_plugin_has(cosflow, tmp_path):
@@ -51,7 +51,7 @@ def test_swapping_back_drops_fields_only_the_plugin_has(cosflow, tmp_path):
     plugin.write_text(f"extends: {QUICKSTART}\nsampler: {{name: cosflow, power: 3}}\n")
     r = load_recipe(plugin, ["sampler.name=flow"])
     assert r["sampler"].config.shift == 4.0
-    assert r.notes == ["sampler: 'flow' -> 'cosflow' -> 'flow': kept: prediction, timesteps, shift, timestep_mode, steps; "
+    assert r.notes == ["sampler: 'flow' -> 'cosflow' -> 'flow': kept: prediction, timesteps, shift, timestep_mode; "
                        "dropped: power (not a field)"]
 
 
@@ -82,8 +82,7 @@ def test_extends_chain_carries_across_files(cosflow, tmp_path):
     # Carried keys are judged against the final component only: cosflow accepts 'sample'.
     assert config.prediction == "sample"
     # One note for the whole chain.
-    assert r.notes == ["sampler: 'flow' -> 'ddpm' -> 'cosflow': kept: prediction, timesteps, shift, timestep_mode, "
-                       "steps; "
+    assert r.notes == ["sampler: 'flow' -> 'ddpm' -> 'cosflow': kept: prediction, timesteps, shift, timestep_mode; "
                        "dropped: beta_end (not a field)"]
 
 
