@@ -2,7 +2,7 @@
 
 import json
 
-from scenetok.quickstart import recipe_path, run_quickstart
+from scenetok.quickstart import run_quickstart
 from scenetok.recipe import load_recipe
 
 # The quickstart recipe shrunk to seconds: a few scenes, a tiny batch, one scored scene.
@@ -11,7 +11,7 @@ SMALL = ["train.batch_size=2", "train.num_workers=0", "train.checkpoint_every=10
 
 
 def test_the_shipped_budget_is_a_step_count():
-    train = load_recipe(recipe_path()).sections["train"]
+    train = load_recipe("quickstart").sections["train"]
     assert train.steps == 2000 and train.minutes == 0
 
 
