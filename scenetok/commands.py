@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from scenetok.data.index import write_evaluation_index
+from scenetok.data.index import evaluation_view_counts, write_evaluation_index
 from scenetok.recipe import load_recipe
 
 
@@ -67,6 +67,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           max_scenes=args.max_scenes, progress=not args.no_progress)
     print(report.markdown)
     print(f"\nwrote {report.out_dir}")
+    if report.scored_scenes == 0:
+        # An empty table is a failed evaluation, not a result: say why and fail the command.
+        print(f"scenetok: error: no frame was scored. {report.why_nothing_scored()}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -104,10 +108,13 @@ def cmd_data_index(args: argparse.Namespace) -> int:
     from scenetok.data.dataset import build_dataset  # lazy: imports torch
 
     recipe = load_recipe(args.recipe, args.overrides)
-    dataset = build_dataset(recipe, split=args.split)
-    config = recipe["dataset"].config
-    path = write_evaluation_index(dataset, args.out, context_views=config.context_views,
-                                  target_views=config.target_views, seed=args.seed)
+    evaluation = recipe.sections["eval"]
+    split = args.split or evaluation.split
+    dataset = build_dataset(recipe, split=split)
+    # The index is what `eval` scores: the evaluation view counts, not the training ones.
+    context, target, explanation = evaluation_view_counts(evaluation, recipe["dataset"].config)
+    print(f"split {split!r}, {explanation}")
+    path = write_evaluation_index(dataset, args.out, context_views=context, target_views=target, seed=args.seed)
     print(f"wrote {path}")
     return 0
 
@@ -223,7 +230,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q = data_sub.add_parser("index", help="write a deterministic evaluation index JSON")
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="output JSON file")
-    q.add_argument("--split", default="test", help="dataset split")
+    q.add_argument("--split", default=None, help="dataset split (default: eval.split)")
     q.add_argument("--seed", type=int, default=0, help="selection seed")
     q.set_defaults(func=cmd_data_index)
     q = data_sub.add_parser("convert", help="convert images + camera JSON into RE10K-style chunks")
