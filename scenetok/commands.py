@@ -26,8 +26,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
         import yaml
 
         print(yaml.safe_dump(recipe.resolved(), sort_keys=False))
-    print(f"{args.recipe}: OK")
+    missing = _report_weights(recipe, verbose=args.weights)
+    if missing and args.weights:
+        print(f"{args.recipe}: recipe OK, but {missing} required weights file(s) are missing", file=sys.stderr)
+        return 1
+    print(f"{args.recipe}: OK" + (f" (but {missing} weights file(s) missing: training or rendering will fail)"
+                                  if missing else ""))
     return 0
+
+
+def _report_weights(recipe: object, verbose: bool) -> int:
+    """Print which pretrained weights the recipe needs (all with ``verbose``, else only the
+    missing ones, as warnings); returns how many required ones are missing."""
+    from scenetok.weights import recipe_weights  # lazy: imports torch
+
+    missing = 0
+    for status in recipe_weights(recipe):
+        if status.path is not None:
+            if verbose:
+                print(f"  weights {status.key:<34} found: {status.path}")
+        elif status.required:
+            missing += 1
+            print(f"warning: weights {status.key} ({status.component}) missing: {status.problem}")
+        elif verbose:
+            print(f"  weights {status.key:<34} optional, missing: {status.problem}")
+    return missing
 
 
 def cmd_model_summary(args: argparse.Namespace) -> int:
@@ -159,6 +182,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        "config, run cross-component checks, and report every problem with file and key.")
     _recipe(p)
     p.add_argument("--print", action="store_true", help="print the resolved recipe")
+    p.add_argument("--weights", action="store_true", help="list every pretrained weights file the recipe needs "
+                   "and where it was found; exit 1 if a required one is missing (without it, missing ones "
+                   "are only warned about)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("model", help="model tools ('summary')",

@@ -80,3 +80,56 @@ def test_eval_of_an_index_of_unknown_scenes_warns_once_and_fails(capsys, caplog,
     about_scenes = [r for r in caplog.records if "other_" in r.getMessage()]
     assert len(about_scenes) == 1, [r.getMessage() for r in about_scenes[:5]]
     assert "300 of the 300 entries" in about_scenes[0].getMessage()
+
+
+# -- item 6: plugins listing; validate says which weights a recipe needs -------------------------
+
+
+@pytest.mark.parametrize("argv", [("plugins", "list", "samplers"), ("plugins", "sampler"), ("plugins", "samplers")])
+def test_plugins_kind_filter_in_every_spelling(capsys, argv):
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert "samplers (scenetok.samplers)" in out and "flow" in out
+    assert "decoders" not in out
+
+
+def test_plugins_pattern_prints_only_kinds_with_a_match(capsys):
+    code, out, _ = run(capsys, "plugins", "--pattern", "*vae*")
+    assert code == 0
+    assert "vavae" in out and "image_compressors" in out
+    assert "(none installed)" not in out and "decoders" not in out
+    code, out, _ = run(capsys, "plugins", "--pattern", "nothing-like-this")
+    assert "no installed component matches 'nothing-like-this'" in out
+
+
+def test_validate_warns_about_missing_weights(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("SCENETOK_WEIGHTS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # the recipe's relative weights/ path does not exist here
+    code, out, _ = run(capsys, "validate", "re10k/scenetok")
+    assert code == 0
+    assert "warning: weights image_compressor.checkpoint (image_compressor vavae) missing" in out
+    assert "vavae-imagenet256-f16d32-dinov2.pt" in out
+    code, out, err = run(capsys, "validate", "re10k/scenetok", "--weights")
+    assert code == 1 and "1 required weights file(s) are missing" in err
+    # Present weights are found and reported (an empty file is enough: nothing is loaded).
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "vavae-imagenet256-f16d32-dinov2.pt").write_bytes(b"")
+    monkeypatch.setenv("SCENETOK_WEIGHTS_DIR", str(tmp_path / "w"))
+    code, out, _ = run(capsys, "validate", "re10k/scenetok", "--weights", "image_compressor.checkpoint=")
+    assert code == 0, out
+    assert "found:" in out and "vavae-imagenet256" in out
+
+
+def test_weights_hints_name_real_recipe_keys(monkeypatch, tmp_path):
+    from scenetok.eval.metrics import LPIPSMetric
+    from scenetok.weights import MissingWeightsError, resolve_weights
+
+    monkeypatch.delenv("SCENETOK_WEIGHTS_DIR", raising=False)
+    with pytest.raises(MissingWeightsError) as error:
+        resolve_weights("", default_name="x.pt", component="vavae", source="somewhere")
+    assert "`image_compressor.checkpoint`" in str(error.value)
+    assert "vavae.checkpoint" not in str(error.value)
+    assert "`image_compressor.random_init: true`" in str(error.value)
+    metric = LPIPSMetric("alex", backbone_weights=tmp_path / "none.pth")
+    assert "eval.lpips_weights" in metric.unavailable_reason
+    assert "backbone_weights" not in metric.unavailable_reason
