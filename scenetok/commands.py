@@ -15,6 +15,12 @@ from scenetok.data.index import evaluation_view_counts, write_evaluation_index
 from scenetok.recipe import load_recipe
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal: redirected into a log file, tqdm writes a line per update
+    (the periodic log lines say the same once every ``train.log_every`` steps)."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     for note in recipe.notes:
@@ -78,7 +84,7 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from scenetok.train.loop import train_recipe  # lazy: imports torch
 
-    result = train_recipe(args.recipe, args.overrides, run_dir=args.run, progress=not args.no_progress)
+    result = train_recipe(args.recipe, args.overrides, run_dir=args.run, progress=_progress(args))
     print(f"run directory: {result.run_dir}  (step {result.step}, stopped: {result.reason})")
     return 0 if result.reason in ("finished", "budget", "interrupted") else 1
 
@@ -87,7 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from scenetok.eval.evaluate import evaluate_run  # lazy: imports torch
 
     report = evaluate_run(args.run, index=args.index, out_dir=args.out, overrides=args.overrides,
-                          max_scenes=args.max_scenes, progress=not args.no_progress)
+                          max_scenes=args.max_scenes, progress=_progress(args))
     print(report.markdown)
     print(f"\nwrote {report.out_dir}")
     if report.scored_scenes == 0:
@@ -101,7 +107,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from scenetok.render import render_run  # lazy: imports torch
 
     out = render_run(args.run, out_dir=args.out, scene=args.scene, trajectory=args.trajectory,
-                     frames=args.frames, overrides=args.overrides, progress=not args.no_progress,
+                     frames=args.frames, overrides=args.overrides, progress=_progress(args),
                      deterministic=not args.stochastic)
     print(f"wrote {out}")
     return 0
@@ -111,7 +117,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from scenetok.quickstart import run_quickstart  # lazy: imports torch
 
     summary = run_quickstart(out_dir=args.out, minutes=args.minutes, overrides=args.overrides,
-                             progress=not args.no_progress)
+                             progress=_progress(args))
     print(summary)
     return 0
 
@@ -164,7 +170,7 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
     compressor = spec.cls(spec.config)
     manifest = cache_latents(dataset, compressor, args.out, epochs=args.epochs, seed=recipe.seed,
                              sample=recipe.sections["model"].context_latents == "sample",
-                             compressor_name=spec.name, progress=not args.no_progress)
+                             compressor_name=spec.name, progress=_progress(args))
     print(f"wrote {manifest}; train on it with train.latent_cache={args.out}")
     return 0
 

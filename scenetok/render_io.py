@@ -156,7 +156,8 @@ def loss_curve_png(
         metrics_jsonl_path: lines like ``{"step": 10, "loss": 0.3, "lr": 1e-4, ...}``.
         out_png: output image path.
         keys: numeric keys to plot, one panel each; default: every key containing ``"loss"``,
-            plus ``"lr"`` and ``"kl_weight"`` if present. Panels whose values are all positive and
+            plus the loss terms ``"mse"`` and ``"kl"`` and ``"lr"`` if present (not the KL weight,
+            a schedule that is usually constant). Panels whose values are all positive and
             span more than a decade use a log scale; loss panels with more than 100 points get a running mean
             over the faint raw curve.
         step_key: the x-axis key.
@@ -174,7 +175,7 @@ def loss_curve_png(
         }
     )
     if keys is None:
-        keys = [k for k in numeric if "loss" in k] + [k for k in ("lr", "kl_weight") if k in numeric]
+        keys = [k for k in numeric if "loss" in k] + [k for k in ("mse", "kl", "lr") if k in numeric]
     if not keys:
         raise ValueError(f"{metrics_jsonl_path}: nothing to plot (numeric keys: {numeric})")
 

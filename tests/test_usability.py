@@ -133,3 +133,83 @@ def test_weights_hints_name_real_recipe_keys(monkeypatch, tmp_path):
     metric = LPIPSMetric("alex", backbone_weights=tmp_path / "none.pth")
     assert "eval.lpips_weights" in metric.unavailable_reason
     assert "backbone_weights" not in metric.unavailable_reason
+
+
+# -- item 5: periodic log lines, bars only on a terminal, loss.png terms, TensorBoard ------------
+
+
+def test_train_logs_periodic_lines_without_a_bar_when_not_on_a_terminal(capsys, caplog, tmp_path):
+    with caplog.at_level(logging.INFO, logger="scenetok.train.loop"):
+        code, _, err = run(capsys, "train", TINY, "--run", tmp_path / "run", "train.steps=4", "train.log_every=2",
+                           "train.checkpoint_every=4")
+    assert code == 0
+    # pytest's stderr is not a terminal: no tqdm bar even without --no-progress.
+    assert "step/s" not in err and "it/s" not in err and "train:" not in err
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "4/4"]
+    for line in lines:
+        for part in ("loss ", "mse ", "kl ", "lr ", "steps/s", "ETA "):
+            assert part in line, line
+
+
+def test_progress_line_eta_from_steps_or_budget():
+    from scenetok.train.loop import progress_line
+
+    metrics = {"loss": 0.5, "mse": 0.4, "kl": 0.1, "lr": 1e-3, "steps_per_s": 2.0}
+    assert progress_line(10, 130, metrics, elapsed=5.0, deadline=None).endswith("ETA 1:00")
+    # A minutes budget that ends first wins.
+    assert progress_line(10, 130, metrics, elapsed=5.0, deadline=100.0, now=70.0).endswith("ETA 0:30")
+    assert progress_line(10, None, metrics, elapsed=5.0, deadline=None).endswith("ETA ?")
+
+
+def test_loss_png_plots_the_loss_terms_not_the_kl_weight(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from scenetok.render_io import loss_curve_png
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s, "mse": 0.9 / s, "kl": 0.1, "lr": 1e-3,
+                                           "kl_weight": 1e-6}) + "\n" for s in range(1, 5)))
+    labels = []
+    original = Figure.savefig
+
+    def spy(self, *args, **kwargs):
+        labels.extend(axis.get_ylabel() for axis in self.axes)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    loss_curve_png(metrics, tmp_path / "loss.png")
+    assert labels == ["loss", "mse", "kl", "lr"]
+
+
+def test_tensorboard_logger_writes_events_or_says_what_to_install(tmp_path):
+    from scenetok import tensorboard_logger
+    from scenetok.recipe import RecipeError, load_recipe
+
+    overrides = ["train.steps=4", "train.log_every=1", "train.validate_every=2", "train.loggers=[tensorboard]"]
+    if not tensorboard_logger.available():
+        with pytest.raises(RecipeError, match=r"train.loggers: .*pip install 'scenetok\[tensorboard\]'"):
+            load_recipe(TINY, overrides)
+        return
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from scenetok.train.loop import train_recipe
+
+    run_dir = tmp_path / "run"
+    train_recipe(TINY, overrides, run_dir=run_dir, progress=False)
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/loss", "train/mse", "train/kl", "train/lr", "train/steps_per_s"} <= set(tags["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    logged = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(logged, rel=1e-6)
+    assert {"validation", "loss_curves"} <= set(tags["images"])
+    assert [e.step for e in events.Images("validation")] == [2, 4]
+
+
+def test_unknown_logger_is_a_recipe_error():
+    from scenetok.recipe import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError, match="train.loggers: unknown logger"):
+        load_recipe(TINY, ["train.loggers=[tensorbord]"])

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 #: Keys of ``train`` that may change between the original command and a resume.
 RESUMABLE_CHANGES = {"steps", "minutes", "log_every", "checkpoint_every", "keep_checkpoints",
-                     "validate_every", "num_workers"}
+                     "validate_every", "num_workers", "loggers"}
 
 
 class TrainingAborted(RuntimeError):
@@ -215,6 +215,8 @@ class Trainer:
         self._stop_signal: str | None = None
         self._last_saved_step: int | None = None
         self._validation_data: Any = None
+        #: ``(step, PNG path)`` of the newest validation grid (read by logger hooks), or ``None``.
+        self.last_validation: tuple[int, Path] | None = None
         self.ddp_model: nn.Module = self.model
         if self.context.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -393,15 +395,18 @@ class Trainer:
                 micro_batches = []
                 elapsed = time.monotonic() - started
                 last["steps_per_s"] = (self.step - started_step) / max(elapsed, 1e-9)
-                hooks.scenetok_on_train_step_end(trainer=self, step=self.step, metrics=last)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.1e}")
                 if self.context.is_main and (self.step % cfg.log_every == 0 or self.step == 1):
                     with metrics_path.open("a") as f:
                         f.write(json.dumps({"step": self.step, "time": round(elapsed, 3), **last}) + "\n")
+                    # Also with a progress bar: a redirected log of a long run needs these lines.
+                    log.info("%s", progress_line(self.step, end_step, last, elapsed, deadline))
                 if cfg.validate_every and self.step % cfg.validate_every == 0 and self.context.is_main:
                     self.validate()
+                # After the step's validation, so loggers see its grid (trainer.last_validation).
+                hooks.scenetok_on_train_step_end(trainer=self, step=self.step, metrics=last)
                 if self._stop_signal:
                     reason = "interrupted"
                     break
@@ -420,9 +425,9 @@ class Trainer:
                 signal.signal(sig, old)
         if reason != "aborted" and self._last_saved_step != self.step:
             self.save()
-        hooks.scenetok_on_train_end(trainer=self)
         if self.context.is_main:
-            self._write_loss_curve(metrics_path)
+            self._write_loss_curve(metrics_path)  # before the hook, so loggers can attach it
+        hooks.scenetok_on_train_end(trainer=self)
         return TrainResult(self.run_dir, self.step, reason, last)
 
     def _write_loss_curve(self, metrics_path: Path) -> None:
@@ -445,7 +450,30 @@ class Trainer:
         prediction = self.model.reconstruct(batch, generator=torch.Generator().manual_seed(0))
         out = self.run_dir / "validation" / f"step_{self.step:06d}.png"
         write_grid(out, batch, {"model": prediction.cpu()})
+        self.last_validation = (self.step, out)
         return out
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def progress_line(step: int, end_step: int | None, metrics: dict[str, float], elapsed: float,
+                  deadline: float | None, now: float | None = None) -> str:
+    """One periodic training log line: step, loss terms, lr, speed and the time left (from
+    ``train.steps``, or from the ``train.minutes`` budget, whichever ends first)."""
+    speed = metrics.get("steps_per_s", 0.0)
+    remaining = []
+    if end_step is not None and speed > 0:
+        remaining.append((end_step - step) / speed)
+    if deadline is not None:
+        remaining.append(deadline - (time.monotonic() if now is None else now))
+    eta = _duration(min(remaining)) if remaining else "?"
+    total = f"/{end_step}" if end_step is not None else ""
+    return (f"step {step}{total}  loss {metrics['loss']:.4f} (mse {metrics['mse']:.4f}, kl {metrics['kl']:.3g})  "
+            f"lr {metrics['lr']:.2e}  {speed:.2f} steps/s  elapsed {_duration(elapsed)}  ETA {eta}")
 
 
 def _check_resume_compatible(stored: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
