@@ -22,9 +22,7 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe, args.overrides)
-    for note in recipe.notes:
-        print(f"note: {note}")
+    recipe = load_recipe(args.recipe, args.overrides)  # logs its notes (dropped keys) once
     for section, spec in recipe.components.items():
         provider = spec.info.provider if spec.info else "?"
         print(f"  {section:<24} {spec.name:<12} {provider}")
@@ -108,8 +106,26 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     out = render_run(args.run, out_dir=args.out, scene=args.scene, trajectory=args.trajectory,
                      frames=args.frames, overrides=args.overrides, progress=_progress(args),
-                     deterministic=not args.stochastic)
+                     deterministic=not args.stochastic, size=args.size, upscale=args.upscale)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from scenetok.run_record import list_runs
+
+    rows = list_runs(args.folder)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no run folders under {args.folder}")
+        return 0
+    width = max(len(row["run"]) for row in rows)
+    print(f"{'run':<{width}}  {'step':>7}  {'status':<20}  best")
+    for row in rows:
+        step = "-" if row["step"] is None else str(row["step"])
+        print(f"{row['run']:<{width}}  {step:>7}  {row['status'][:20]:<20}  {row['best']}")
     return 0
 
 
@@ -176,7 +192,7 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
 
 
 def _recipe(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="recipe YAML file")
+    parser.add_argument("recipe", help="recipe YAML file or shipped recipe name (see `scenetok recipes`)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides")
 
 
@@ -236,8 +252,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=None, help="number of frames")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/render)")
     p.add_argument("--stochastic", action="store_true", help="sample tokens/noise instead of the deterministic mode")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                      help="resize the written frames and video to H x W for viewing (bilinear; the model "
+                      "still renders at its training size)")
+    view.add_argument("--upscale", type=int, metavar="K", default=None,
+                      help="enlarge the written frames and video K times (nearest neighbour: pixels stay sharp)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("runs", help="list run folders with their step, best metric and status",
+                       description="List the run folders under FOLDER (itself and two levels down): newest "
+                       "checkpoint step, status from run.json (finished, budget, interrupted, aborted, failed, "
+                       "running) and the best PSNR of its evaluations.")
+    p.add_argument("folder", nargs="?", type=Path, default=Path("runs"), help="folder of runs (default: runs)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("quickstart", help="train, evaluate and render on procedural rooms (CPU, no downloads)",
                        description="The whole loop on the embedded procedural 'rooms' scenes, sized for a "

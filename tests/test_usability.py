@@ -213,3 +213,91 @@ def test_unknown_logger_is_a_recipe_error():
 
     with pytest.raises(RecipeError, match="train.loggers: unknown logger"):
         load_recipe(TINY, ["train.loggers=[tensorbord]"])
+
+
+# -- item 7: run.json, `scenetok runs`, render sizes, and the smaller items ----------------------
+
+
+def test_run_json_records_how_the_run_was_made(trained_run):
+    record = json.loads((trained_run / "run.json").read_text())
+    assert record["status"] == "finished" and record["step"] == 2
+    session = record["sessions"][-1]
+    assert session["overrides"] == ["train.steps=2"]
+    assert session["recipe"].endswith("tiny.yaml")
+    assert session["command"] and session["started"] and session["ended"]
+    assert session["versions"]["scenetok"] and session["versions"]["torch"]
+    assert "scenetok-plugin-dl3dv" in session["versions"]  # plugin distributions too
+    git = session["git"]
+    assert git is None or len(git["commit"]) == 40
+
+
+def test_run_json_records_a_failed_session(tmp_path, monkeypatch):
+    from scenetok.train import loop
+
+    def boom(self):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(loop.Trainer, "fit", boom)
+    with pytest.raises(RuntimeError):
+        loop.train_recipe(TINY, ["train.steps=1"], run_dir=tmp_path / "run", progress=False)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["status"] == "failed: RuntimeError: disk full"
+
+
+def test_runs_lists_step_status_and_best_metric(capsys, tmp_path, trained_run):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "a")
+    (runs / "a" / "eval").mkdir(exist_ok=True)
+    (runs / "a" / "eval" / "eval.json").write_text(json.dumps({"methods": {"model": {"mean": {"psnr": 21.5}}}}))
+    (runs / "a" / "eval_other").mkdir()
+    (runs / "a" / "eval_other" / "eval.json").write_text(json.dumps({"methods": {"model": {"mean": {"psnr": 19.0}}}}))
+    (runs / "group" / "b").mkdir(parents=True)
+    (runs / "group" / "b" / "recipe.yaml").write_text("seed: 0\n")
+    (runs / "not_a_run").mkdir()
+    code, out, _ = run(capsys, "runs", runs)
+    assert code == 0
+    lines = out.splitlines()
+    a = next(line for line in lines if line.startswith(str(runs / "a")))
+    assert a.split()[1:3] == ["2", "finished"] and "PSNR 21.50 (eval)" in a
+    assert any(line.startswith(str(runs / "group" / "b")) and "empty" in line for line in lines)
+    assert "not_a_run" not in out
+    code, out, _ = run(capsys, "runs", runs, "--json")
+    assert {Path(r["run"]).name for r in json.loads(out)} == {"a", "b"}
+
+
+def test_render_size_and_upscale(capsys, tmp_path, trained_run):
+    from PIL import Image
+
+    code, _, _ = run(capsys, "render", trained_run, "--out", tmp_path / "up", "--upscale", "3", "--frames", "2",
+                     "--no-progress")
+    assert code == 0
+    assert Image.open(tmp_path / "up" / "frames" / "frame_0000.png").size == (48, 48)
+    code, _, _ = run(capsys, "render", trained_run, "--out", tmp_path / "sized", "--size", "40", "24",
+                     "--frames", "2", "--no-progress")
+    assert code == 0
+    assert Image.open(tmp_path / "sized" / "frames" / "frame_0000.png").size == (24, 40)  # (W, H)
+
+
+def test_eval_of_a_missing_run_folder_says_so(capsys, tmp_path):
+    code, _, err = run(capsys, "eval", tmp_path / "nope")
+    assert code == 2
+    assert f"no such run or checkpoint folder: {tmp_path / 'nope'}" in err
+
+
+def test_dropped_keys_are_reported_once(capsys, caplog):
+    with caplog.at_level(logging.INFO):
+        code, out, err = run(capsys, "validate", TINY, "sampler.name=ddpm")
+    assert code == 0
+    text = out + err + "\n".join(r.getMessage() for r in caplog.records)
+    assert text.count("dropped sampler.timestep_mode") == 1
+
+
+def test_eval_md_shows_the_render_steps_used(tmp_path, trained_run):
+    from scenetok.eval.evaluate import evaluate_run
+
+    report = evaluate_run(trained_run, out_dir=tmp_path / "eval", progress=False, allow_random_lpips=True,
+                          overrides=["render.steps=3"])
+    assert report.data["metadata"]["render"]["steps"] == 3
+    assert "'steps': 3" in (tmp_path / "eval" / "eval.md").read_text()

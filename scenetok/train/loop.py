@@ -38,6 +38,7 @@ from scenetok.hookspecs import get_plugin_manager
 from scenetok.model import SceneTok
 from scenetok.recipe import Recipe, RecipeError, load_recipe, upgrade_stored_recipe
 from scenetok.render_io import loss_curve_png
+from scenetok.run_record import end_session, start_session
 from scenetok.sections import TrainConfig
 from scenetok.train.ema import EMA, EMAConfig
 from scenetok.train.schedules import KLWeightScheduleConfig, LRScheduleConfig, build_lr_scheduler, kl_weight
@@ -500,7 +501,8 @@ def train_recipe(recipe_path: str | Path, overrides: Iterable[str] = (), run_dir
     """Train (or resume) ``recipe_path`` with ``overrides`` in ``run_dir``."""
     context = init_distributed()
     run_dir = Path(run_dir)
-    recipe = load_recipe(recipe_path, list(overrides))
+    overrides = list(overrides)
+    recipe = load_recipe(recipe_path, overrides)
     stored_path = run_dir / "recipe.yaml"
     if stored_path.exists():
         import yaml
@@ -509,9 +511,19 @@ def train_recipe(recipe_path: str | Path, overrides: Iterable[str] = (), run_dir
         _check_resume_compatible(upgrade_stored_recipe(stored), recipe.resolved(), run_dir)
     trainer = Trainer(recipe, run_dir, progress=progress, context=context)
     trainer.resume()
+    if context.is_main:
+        start_session(run_dir, recipe.source, list(overrides), trainer.step)
+    status = "failed"
     try:
-        return trainer.fit()
+        result = trainer.fit()
+        status = result.reason
+        return result
+    except BaseException as error:
+        status = f"failed: {type(error).__name__}: {error}"
+        raise
     finally:
+        if context.is_main:
+            end_session(run_dir, status, trainer.step)
         if context.enabled:
             import torch.distributed as dist
 
