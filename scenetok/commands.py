@@ -22,7 +22,9 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe, args.overrides)  # logs its notes (dropped keys) once
+    recipe = load_recipe(args.recipe, args.overrides, log_notes=False)
+    for note in recipe.notes:  # printed here, not also logged: each note once
+        print(f"note: {note}")
     for section, spec in recipe.components.items():
         provider = spec.info.provider if spec.info else "?"
         print(f"  {section:<24} {spec.name:<12} {provider}")

@@ -300,6 +300,19 @@ class SceneTok(nn.Module):
         return self
 
 
+@contextlib.contextmanager
+def _blame(section: str, name: str) -> Any:
+    """Prefix a component constructor's error with its recipe section, so that e.g. a
+    ``patch_size`` problem says whose ``patch_size`` it is."""
+    try:
+        yield
+    except (ValueError, TypeError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        if message.startswith(f"{section} "):
+            raise
+        raise type(error)(f"{section} {name!r}: {message}") from error
+
+
 def build_components(recipe: Recipe, image_size: tuple[int, int], device: torch.device | str | None = None,
                      networks_only: bool = False) -> dict[str, Any]:
     """Instantiate the model components of ``recipe`` with their build arguments.
@@ -319,17 +332,20 @@ def build_components(recipe: Recipe, image_size: tuple[int, int], device: torch.
             if target is not None:
                 out["target_image_compressor"] = target.cls(target.config)
         tokens = recipe["token_compressor"]
-        out["token_compressor"] = tokens.cls(
-            tokens.config, in_channels=context_spec.channels,
-            latent_size=_latent_size(context_spec, image_size, "image_compressor"),
-        )
-        _, token_dim = tokens.cls.token_shape(tokens.config)
+        with _blame("token_compressor", tokens.name):
+            out["token_compressor"] = tokens.cls(
+                tokens.config, in_channels=context_spec.channels,
+                latent_size=_latent_size(context_spec, image_size, "image_compressor"),
+            )
+            _, token_dim = tokens.cls.token_shape(tokens.config)
         decoder = recipe["decoder"]
-        out["decoder"] = decoder.cls(
-            decoder.config, in_channels=target_spec.channels,
-            latent_size=_latent_size(target_spec, image_size, "target_image_compressor"),
-            token_dim=token_dim, latent_spec=target_spec,
-        )
+        with _blame("decoder", decoder.name):
+            out["decoder"] = decoder.cls(
+                decoder.config, in_channels=target_spec.channels,
+                latent_size=_latent_size(target_spec, image_size,
+                                         "target_image_compressor" if target is not None else "image_compressor"),
+                token_dim=token_dim, latent_spec=target_spec,
+            )
     sampler = recipe["sampler"]
     out["sampler"] = sampler.cls(sampler.config)
     return out
@@ -347,7 +363,11 @@ def check_recipe(recipe: Recipe) -> list[str]:
         return [f"dataset.image_size: {error}"]
     image = recipe["image_compressor"]
     target = recipe.component("target_image_compressor") or image
-    for section, spec in (("image_compressor", image), ("target_image_compressor", target)):
+    # Without a separate target compressor the context one serves both: check (and report) it once.
+    checked = [("image_compressor", image)]
+    if recipe.component("target_image_compressor") is not None:
+        checked.append(("target_image_compressor", target))
+    for section, spec in checked:
         latent = spec.cls.latent_spec(spec.config)
         try:
             _latent_size(latent, image_size, section)

@@ -301,3 +301,41 @@ def test_eval_md_shows_the_render_steps_used(tmp_path, trained_run):
                           overrides=["render.steps=3"])
     assert report.data["metadata"]["render"]["steps"] == 3
     assert "'steps': 3" in (tmp_path / "eval" / "eval.md").read_text()
+
+
+# -- item 3: errors blame the right file and key ---------------------------------------------------
+
+
+def test_command_line_override_is_blamed_on_the_command_line(capsys):
+    code, _, err = run(capsys, "validate", "quickstart", "train.decay=linear")
+    assert code == 2
+    assert "<command line>: train.decay: train.decay must be constant" in err
+    assert "quickstart.yaml" not in err
+
+
+def test_a_child_recipes_key_is_blamed_on_the_child(capsys, tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {ROOT / 'scenetok' / 'recipes' / 'quickstart.yaml'}\ntoken_compressor: {{heads: 5}}\n")
+    code, _, err = run(capsys, "validate", child)
+    assert code == 2
+    assert f"{child}: token_compressor.heads: width (128) / heads (5)" in err
+
+
+def test_image_size_string_gets_a_clear_message(capsys):
+    code, _, err = run(capsys, "validate", "quickstart", "dataset.image_size=abc")
+    assert code == 2
+    assert "dataset.image_size: image_size must be an int or [height, width], got the string 'abc'" in err
+    assert "invalid literal" not in err
+
+
+def test_patch_size_error_names_its_component(capsys):
+    code, _, err = run(capsys, "validate", "quickstart", "dataset.image_size=4")
+    assert code == 2
+    assert "token_compressor 'perceiver'" in err and "token_compressor.patch_size 2" in err
+
+
+def test_an_image_size_problem_is_reported_once(capsys):
+    code, _, err = run(capsys, "validate", "quickstart", "dataset.image_size=[2,2]")
+    assert code == 2
+    assert err.count("is not divisible by") == 1
+    assert "target_image_compressor" not in err

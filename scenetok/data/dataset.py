@@ -35,9 +35,11 @@ def parse_image_size(value: Any, field_name: str = "image_size") -> list[int]:
     """``int`` or ``[H, W]`` -> ``[H, W]`` (positive ints); raises ``ValueError`` naming the field."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value, value]
+    if isinstance(value, (str, bytes)):  # iterating "abc" would blame the character 'a'
+        raise ValueError(f"{field_name} must be an int or [height, width], got the string {value!r}")
     try:
         size = [int(v) for v in value]
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise ValueError(f"{field_name} must be an int or [height, width], got {value!r}") from error
     if len(size) != 2 or min(size) <= 0 or any(int(v) != v for v in value):
         raise ValueError(f"{field_name} must be an int or [height, width] of positive ints, got {value!r}")
