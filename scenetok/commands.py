@@ -12,13 +12,23 @@ import sys
 from pathlib import Path
 
 from scenetok.data.index import evaluation_view_counts, write_evaluation_index
-from scenetok.recipe import load_recipe
+from scenetok.recipe import COMMAND_LINE, RecipeError, load_recipe, parse_override
 
 
 def _progress(args: argparse.Namespace) -> bool:
     """Progress bars only on a terminal: redirected into a log file, tqdm writes a line per update
     (the periodic log lines say the same once every ``train.log_every`` steps)."""
     return not args.no_progress and sys.stderr.isatty()
+
+
+def _split(args: argparse.Namespace, default: str) -> str:
+    """The split a data command reads: ``--split``, else a ``dataset.split=`` override, else
+    ``default``; both given and different is an error rather than one silently winning."""
+    overridden = [value for key, value in map(parse_override, args.overrides) if key == "dataset.split"]
+    if args.split is not None and overridden and overridden[-1] != args.split:
+        raise RecipeError([f"{COMMAND_LINE}: --split {args.split} conflicts with dataset.split={overridden[-1]}; "
+                           "give the split once"])
+    return args.split or (str(overridden[-1]) if overridden else default)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -114,7 +124,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from scenetok.run_record import list_runs
+    from scenetok.run_record import list_runs  # lazy: only this command needs it
 
     rows = list_runs(args.folder)
     if args.json:
@@ -145,7 +155,7 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
     from scenetok.data.dataset import build_dataset  # lazy: imports torch
 
     recipe = load_recipe(args.recipe, args.overrides)
-    dataset = build_dataset(recipe, split=args.split)
+    dataset = build_dataset(recipe, split=_split(args, recipe["dataset"].config.split))
     path = write_preview(dataset, args.out, index=args.index)
     print(f"wrote {path}")
     return 0
@@ -156,7 +166,7 @@ def cmd_data_index(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     evaluation = recipe.sections["eval"]
-    split = args.split or evaluation.split
+    split = _split(args, evaluation.split)
     dataset = build_dataset(recipe, split=split)
     # The index is what `eval` scores: the evaluation view counts, not the training ones.
     context, target, explanation = evaluation_view_counts(evaluation, recipe["dataset"].config)
@@ -183,7 +193,7 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
         print("scenetok: error: the cache holds one compressor's latents; this recipe has a separate "
               "target_image_compressor", file=sys.stderr)
         return 2
-    dataset = build_dataset(recipe, split=args.split)
+    dataset = build_dataset(recipe, split=_split(args, "train"))
     spec = recipe["image_compressor"]
     compressor = spec.cls(spec.config)
     manifest = cache_latents(dataset, compressor, args.out, epochs=args.epochs, seed=recipe.seed,
@@ -288,7 +298,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q = data_sub.add_parser("preview", help="PNG contact sheet + camera plot of one sample")
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="output directory")
-    q.add_argument("--split", default="train", help="dataset split")
+    q.add_argument("--split", default=None, help="dataset split (default: dataset.split of the recipe)")
     q.add_argument("--index", type=int, default=0, help="sample index")
     q.set_defaults(func=cmd_data_preview)
     q = data_sub.add_parser("index", help="write a deterministic evaluation index JSON")
@@ -306,7 +316,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q = data_sub.add_parser("cache", help="precompute latents of a frozen image compressor")
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="cache directory (resumable)")
-    q.add_argument("--split", default="train", help="dataset split")
+    q.add_argument("--split", default=None, help="dataset split (default: train)")
     q.add_argument("--epochs", type=int, default=1, help="epochs of view selections to cache")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_data_cache)

@@ -339,3 +339,67 @@ def test_an_image_size_problem_is_reported_once(capsys):
     assert code == 2
     assert err.count("is not divisible by") == 1
     assert "target_image_compressor" not in err
+
+
+# -- item 2: evaluating a run on another dataset; --split vs dataset.split -------------------------
+
+
+def test_replacing_the_dataset_keeps_the_trained_image_size(tmp_path, trained_run):
+    from scenetok.model import SceneTok
+
+    # The run was trained at 16 px; `transforms` would default to 64 px once the node is replaced.
+    model = SceneTok.from_pretrained(trained_run, ["dataset.name=transforms", f"dataset.root={tmp_path}"])
+    assert model.image_size == (16, 16)
+    assert list(model.recipe["dataset"].config.image_size) == [16, 16]
+
+
+def test_a_different_image_size_names_the_key(trained_run):
+    from scenetok.model import SceneTok
+    from scenetok.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"dataset.image_size: \[32, 32\] differs from the trained model's \[16, 16\]"):
+        SceneTok.from_pretrained(trained_run, ["dataset.image_size=32"])
+
+
+def test_preview_split_conflict_is_an_error(capsys, tmp_path):
+    code, _, err = run(capsys, "data", "preview", TINY, "--out", tmp_path, "--split", "test", "dataset.split=train")
+    assert code == 2
+    assert "--split test conflicts with dataset.split=train" in err
+
+
+def test_preview_uses_a_dataset_split_override(capsys, tmp_path, monkeypatch):
+    seen = {}
+
+    def build(recipe, split=None, **changes):
+        seen["split"] = split
+        raise SystemExit(0)
+
+    import scenetok.data.dataset as dataset_module
+
+    monkeypatch.setattr(dataset_module, "build_dataset", build)
+    with pytest.raises(SystemExit):
+        main(["data", "preview", TINY, "--out", str(tmp_path), "dataset.split=validation"])
+    assert seen["split"] == "validation"
+
+
+# -- item 4: a run made with a plugin that is not installed any more -------------------------------
+
+
+def test_uninstalled_plugin_of_a_run_names_its_distribution(tmp_path, trained_run):
+    from scenetok.checkpoint import load_checkpoint, save_checkpoint
+    from scenetok.model import SceneTok
+    from scenetok.recipe import RecipeError
+
+    checkpoint = load_checkpoint(trained_run)
+    recipe = json.loads(json.dumps(checkpoint.recipe))
+    recipe["sampler"] = {"name": "cosflow"}
+    recipe["provenance"]["sampler"] = {"name": "cosflow", "distribution": "scenetok-plugin-cosflow",
+                                       "version": "0.0.1", "entry_point": "cosflow:Sampler"}
+    other = tmp_path / "run"
+    save_checkpoint(other, checkpoint.step, checkpoint.tensors, checkpoint.state, recipe)
+    with pytest.raises(RecipeError) as error:
+        SceneTok.from_pretrained(other)
+    message = str(error.value)
+    assert "from scenetok-plugin-cosflow==0.0.1" in message
+    assert "pip install 'scenetok-plugin-cosflow==0.0.1'" in message
+    assert f"step_{checkpoint.step:06d}/recipe.json" in message
