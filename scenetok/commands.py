@@ -260,7 +260,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, help="run directory or checkpoint directory")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
     p.add_argument("--scene", default=None, help="scene key or dataset index (default: first test scene)")
-    p.add_argument("--trajectory", choices=["spline", "orbit", "targets"], default=None)
+    p.add_argument("--trajectory", choices=["spline", "orbit", "targets"], default=None,
+                   help="camera path (default: render.trajectory): a spline through the context poses, an orbit "
+                   "around the scene centre, or the dataset's target frames")
     p.add_argument("--frames", type=int, default=None, help="number of frames")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/render)")
     p.add_argument("--stochastic", action="store_true", help="sample tokens/noise instead of the deterministic mode")

@@ -403,3 +403,39 @@ def test_uninstalled_plugin_of_a_run_names_its_distribution(tmp_path, trained_ru
     assert "from scenetok-plugin-cosflow==0.0.1" in message
     assert "pip install 'scenetok-plugin-cosflow==0.0.1'" in message
     assert f"step_{checkpoint.step:06d}/recipe.json" in message
+
+
+# -- item 7 (smaller): help text on every option; missing data names dataset.root and the README ---
+
+
+def _all_parsers(parser, path=()):
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _all_parsers(sub, (*path, name))
+
+
+def test_every_option_of_every_command_has_help_text():
+    from scenetok.cli import build_parser
+
+    missing = []
+    commands = set()
+    for path, parser in _all_parsers(build_parser()):
+        commands.add(" ".join(path))
+        for action in parser._actions:
+            if action.help is None and action.dest != "help" and action.option_strings:
+                missing.append(f"scenetok {' '.join(path)} {action.option_strings[0]}")
+            if action.help is None and not action.option_strings and not action.choices:
+                missing.append(f"scenetok {' '.join(path)} {action.dest}")
+    assert {"model summary", "data preview", "data index", "data cache", "dl3dv index", "runs"} <= commands
+    assert not missing, missing
+
+
+def test_missing_dataset_folder_names_the_key_and_the_plugin_readme(capsys, tmp_path):
+    code, _, err = run(capsys, "data", "preview", "dl3dv", "--out", tmp_path, f"dataset.root={tmp_path / 'nope'}")
+    assert code == 2
+    assert f"dataset.root: {tmp_path / 'nope'} is not a folder" in err
+    assert "scenetok-plugin-dl3dv README" in err

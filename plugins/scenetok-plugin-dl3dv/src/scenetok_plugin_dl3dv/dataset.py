@@ -138,6 +138,10 @@ class DL3DVDataset(TransformsSceneDataset):
         def transforms_file(self) -> str:
             return "transforms.json"
 
+    data_help: ClassVar[str] = ("How to download DL3DV and lay it out: the sections 'Data licence and download' and "
+                                "'Data layout' of the scenetok-plugin-dl3dv README (plugins/scenetok-plugin-dl3dv/"
+                                "README.md, or `pip show -f scenetok-plugin-dl3dv`).")
+
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # The 480P release (images_8, 480x270): enough for 256 x 256 crops.
         "480p": {"resolution": "images_8"},
@@ -169,8 +173,9 @@ class DL3DVDataset(TransformsSceneDataset):
             logger.info("dl3dv: %d training scenes (%d benchmark scenes excluded)", len(kept), len(found) - len(kept))
         if not kept:
             raise FileNotFoundError(
-                f"dl3dv: no {split} scene under {root} with benchmark list {self.config.benchmark} "
-                f"({'none of the listed scenes is there' if in_benchmark else 'every scene found is listed'})"
+                f"dl3dv: no {split} scene under dataset.root={root} with benchmark list {self.config.benchmark} "
+                f"({'none of the listed scenes is there' if in_benchmark else 'every scene found is listed'}). "
+                + self.data_help
             )
         return kept
 
