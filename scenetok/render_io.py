@@ -163,6 +163,9 @@ def loss_curve_png(
         step_key: the x-axis key.
     """
     # A bare Figure renders with Agg and never touches pyplot's global backend or figure list.
+    from scenetok.data.preview import quiet_matplotlib  # lazy: keeps render_io free of the data layer
+
+    quiet_matplotlib()
     from matplotlib.figure import Figure
 
     records = [r for r in read_metrics_jsonl(metrics_jsonl_path) if isinstance(r.get(step_key), (int, float))]

@@ -439,3 +439,15 @@ def test_missing_dataset_folder_names_the_key_and_the_plugin_readme(capsys, tmp_
     assert code == 2
     assert f"dataset.root: {tmp_path / 'nope'} is not a folder" in err
     assert "scenetok-plugin-dl3dv README" in err
+
+
+def test_first_preview_prints_no_matplotlib_info(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MPLCONFIGDIR=str(tmp_path / "mpl"), HF_HUB_OFFLINE="1")  # a first run: font cache built
+    result = subprocess.run([sys.executable, "-m", "scenetok.cli", "data", "preview", TINY, "--out", str(tmp_path),
+                             "dataset.num_scenes=2"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "matplotlib" not in result.stderr + result.stdout
