@@ -496,6 +496,25 @@ def _check_resume_compatible(stored: dict[str, Any], current: dict[str, Any], ru
                            + ". Use a new --run directory."])
 
 
+def fit_recorded(trainer: Trainer, overrides: Iterable[str] = ()) -> TrainResult:
+    """``trainer.fit()`` with the session recorded in ``RUN/run.json`` (command line, overrides,
+    versions, git commit; how it ended, including a crash)."""
+    main = trainer.context.is_main
+    if main:
+        start_session(trainer.run_dir, trainer.recipe.source, list(overrides), trainer.step)
+    status = "failed"
+    try:
+        result = trainer.fit()
+        status = result.reason
+        return result
+    except BaseException as error:
+        status = f"failed: {type(error).__name__}: {error}"
+        raise
+    finally:
+        if main:
+            end_session(trainer.run_dir, status, trainer.step)
+
+
 def train_recipe(recipe_path: str | Path, overrides: Iterable[str] = (), run_dir: str | Path = "runs/default",
                  progress: bool = True) -> TrainResult:
     """Train (or resume) ``recipe_path`` with ``overrides`` in ``run_dir``."""
@@ -511,19 +530,9 @@ def train_recipe(recipe_path: str | Path, overrides: Iterable[str] = (), run_dir
         _check_resume_compatible(upgrade_stored_recipe(stored), recipe.resolved(), run_dir)
     trainer = Trainer(recipe, run_dir, progress=progress, context=context)
     trainer.resume()
-    if context.is_main:
-        start_session(run_dir, recipe.source, list(overrides), trainer.step)
-    status = "failed"
     try:
-        result = trainer.fit()
-        status = result.reason
-        return result
-    except BaseException as error:
-        status = f"failed: {type(error).__name__}: {error}"
-        raise
+        return fit_recorded(trainer, overrides)
     finally:
-        if context.is_main:
-            end_session(run_dir, status, trainer.step)
         if context.enabled:
             import torch.distributed as dist
 
