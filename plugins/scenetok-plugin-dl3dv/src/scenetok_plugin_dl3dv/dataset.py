@@ -165,9 +165,13 @@ class DL3DVDataset(TransformsSceneDataset):
         kept = {key: path for key, path in found.items() if (scene_hash(key) in wanted) == in_benchmark}
         if in_benchmark:
             present = {scene_hash(key) for key in kept}
-            for missing in (value for value in listed if value not in present):
+            absent = [value for value in listed if value not in present]
+            for missing in absent:  # recorded one by one, warned about once below
                 self.record_skip(missing, "listed in the DL3DV benchmark but not found on disk",
-                                 str(self.config.benchmark))
+                                 str(self.config.benchmark), warn=False)
+            if absent:
+                logger.warning("dl3dv: %d of %d benchmark scenes are not under %s and are skipped (first: %s)",
+                               len(absent), len(listed), root, ", ".join(absent[:3]))
             logger.info("dl3dv: %d of %d benchmark scenes found under %s", len(kept), len(listed), root)
         else:
             logger.info("dl3dv: %d training scenes (%d benchmark scenes excluded)", len(kept), len(found) - len(kept))
