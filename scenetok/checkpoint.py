@@ -529,6 +529,8 @@ def load_checkpoint(
         FileNotFoundError: nothing resembling a checkpoint at ``path``.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such run or checkpoint folder: {path}")
     if path.is_file() and path.name == LATEST_POINTER:
         path = path.parent / path.read_text().strip()
     if (path / MANIFEST).exists() or _STEP_DIR.match(path.name):

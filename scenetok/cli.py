@@ -45,7 +45,20 @@ overridden as section.key=value after it.
 # ----------------------------------------------------------------------------------------------
 
 
+def _normalise_plugins_args(args: argparse.Namespace) -> None:
+    """``plugins sampler`` means ``plugins list sampler`` (the help says a kind filters the list),
+    and kinds may be spelled in the plural everywhere (``plugins list samplers``)."""
+    if args.action not in ("list", "show"):
+        if args.name is not None:
+            raise RegistryError(f"plugins: unknown action {args.action!r}; use `plugins [list] [KIND]` or "
+                                "`plugins show KIND NAME`")
+        args.action, args.kind, args.name = "list", args.action, args.kind
+    if args.kind and args.kind not in CORE_SECTIONS:
+        args.kind = registry._check_kind(args.kind)
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
+    _normalise_plugins_args(args)
     if args.action == "show":
         return _plugins_show(args)
     kinds = [args.kind] if args.kind else list(registry.KINDS)
@@ -89,6 +102,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"SCENETOK_LOAD_PLUGINS={os.environ['SCENETOK_LOAD_PLUGINS']!r} (core + listed distributions only)")
     for kind in kinds:
         kind_rows = [r for r in rows if r.kind == kind]
+        if not kind_rows and args.pattern:
+            continue  # "(none installed)" would be wrong: some are, none matches the pattern
         print(f"\n{kind}s ({registry.GROUPS[kind]}):")
         if not kind_rows:
             print("  (none installed)")
@@ -99,6 +114,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             if args.check:
                 line += "  " + checks[(info.kind, info.name, info.distribution)]
             print(line)
+    if args.pattern and not rows:
+        print(f"\nno installed component matches {args.pattern!r}")
     if args.check:
         print("\nall components import and validate" if not failed else "\nsome components FAILED the check")
     return 1 if failed else 0
@@ -211,11 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list, check or describe installed components",
                        description="List the components installed through entry points (reads package "
                        "metadata only; nothing is imported unless --check or show).")
-    p.add_argument("action", nargs="?", choices=["list", "show"], default="list",
+    p.add_argument("action", nargs="?", default="list",
                    help="'list' (default), 'show KIND NAME' for a component's config fields and presets, "
-                   "or 'show SECTION' for a core recipe section (model, train, eval, render)")
+                   "or 'show SECTION' for a core recipe section (model, train, eval, render); a KIND here "
+                   "lists that kind (`scenetok plugins samplers`)")
     p.add_argument("kind", nargs="?", help="restrict to one kind (image_compressor, token_compressor, "
-                   "decoder, sampler, dataset)")
+                   "decoder, sampler, dataset; the plural works too)")
     p.add_argument("name", nargs="?", help="component name (with 'show')")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--check", action="store_true", help="import every component and verify its class, "

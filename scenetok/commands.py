@@ -8,15 +8,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from scenetok.data.index import write_evaluation_index
-from scenetok.recipe import compose, load_recipe, validate
+from scenetok.data.index import evaluation_view_counts, write_evaluation_index
+from scenetok.recipe import COMMAND_LINE, RecipeError, load_recipe, parse_override
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal: redirected into a log file, tqdm writes a line per update
+    (the periodic log lines say the same once every ``train.log_every`` steps)."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def _split(args: argparse.Namespace, default: str) -> str:
+    """The split a data command reads: ``--split``, else a ``dataset.split=`` override, else
+    ``default``; both given and different is an error rather than one silently winning."""
+    overridden = [value for key, value in map(parse_override, args.overrides) if key == "dataset.split"]
+    if args.split is not None and overridden and overridden[-1] != args.split:
+        raise RecipeError([f"{COMMAND_LINE}: --split {args.split} conflicts with dataset.split={overridden[-1]}; "
+                           "give the split once"])
+    return args.split or (str(overridden[-1]) if overridden else default)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    recipe = validate(compose(args.recipe, args.overrides), log_notes=False)  # the notes are printed here
-    for note in recipe.notes:
+    recipe = load_recipe(args.recipe, args.overrides, log_notes=False)
+    for note in recipe.notes:  # printed here, not also logged: each note once
         print(f"note: {note}")
     for section, spec in recipe.components.items():
         provider = spec.info.provider if spec.info else "?"
@@ -25,8 +42,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
         import yaml
 
         print(yaml.safe_dump(recipe.resolved(), sort_keys=False))
-    print(f"{args.recipe}: OK")
+    missing = _report_weights(recipe, verbose=args.weights)
+    if missing and args.weights:
+        print(f"{args.recipe}: recipe OK, but {missing} required weights file(s) are missing", file=sys.stderr)
+        return 1
+    print(f"{args.recipe}: OK" + (f" (but {missing} weights file(s) missing: training or rendering will fail)"
+                                  if missing else ""))
     return 0
+
+
+def _report_weights(recipe: object, verbose: bool) -> int:
+    """Print which pretrained weights the recipe needs (all with ``verbose``, else only the
+    missing ones, as warnings); returns how many required ones are missing."""
+    from scenetok.weights import recipe_weights  # lazy: imports torch
+
+    missing = 0
+    for status in recipe_weights(recipe):
+        if status.path is not None:
+            if verbose:
+                print(f"  weights {status.key:<34} found: {status.path}")
+        elif status.required:
+            missing += 1
+            print(f"warning: weights {status.key} ({status.component}) missing: {status.problem}")
+        elif verbose:
+            print(f"  weights {status.key:<34} optional, missing: {status.problem}")
+    return missing
 
 
 def cmd_model_summary(args: argparse.Namespace) -> int:
@@ -58,7 +98,7 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from scenetok.train.loop import train_recipe  # lazy: imports torch
 
-    result = train_recipe(args.recipe, args.overrides, run_dir=args.run, progress=not args.no_progress)
+    result = train_recipe(args.recipe, args.overrides, run_dir=args.run, progress=_progress(args))
     print(f"run directory: {result.run_dir}  (step {result.step}, stopped: {result.reason})")
     return 0 if result.reason in ("finished", "budget", "interrupted") else 1
 
@@ -67,9 +107,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from scenetok.eval.evaluate import evaluate_run  # lazy: imports torch
 
     report = evaluate_run(args.run, index=args.index, out_dir=args.out, overrides=args.overrides,
-                          max_scenes=args.max_scenes, progress=not args.no_progress)
+                          max_scenes=args.max_scenes, progress=_progress(args))
     print(report.markdown)
     print(f"\nwrote {report.out_dir}")
+    if report.scored_scenes == 0:
+        # An empty table is a failed evaluation, not a result: say why and fail the command.
+        print(f"scenetok: error: no frame was scored. {report.why_nothing_scored()}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -77,9 +121,27 @@ def cmd_render(args: argparse.Namespace) -> int:
     from scenetok.render import render_run  # lazy: imports torch
 
     out = render_run(args.run, out_dir=args.out, scene=args.scene, trajectory=args.trajectory,
-                     frames=args.frames, overrides=args.overrides, progress=not args.no_progress,
-                     deterministic=not args.stochastic)
+                     frames=args.frames, overrides=args.overrides, progress=_progress(args),
+                     deterministic=not args.stochastic, size=args.size, upscale=args.upscale)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from scenetok.run_record import list_runs  # lazy: only this command needs it
+
+    rows = list_runs(args.folder)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no run folders under {args.folder}")
+        return 0
+    width = max(len(row["run"]) for row in rows)
+    print(f"{'run':<{width}}  {'step':>7}  {'status':<20}  best")
+    for row in rows:
+        step = "-" if row["step"] is None else str(row["step"])
+        print(f"{row['run']:<{width}}  {step:>7}  {row['status'][:20]:<20}  {row['best']}")
     return 0
 
 
@@ -87,7 +149,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from scenetok.quickstart import run_quickstart  # lazy: imports torch
 
     summary = run_quickstart(out_dir=args.out, minutes=args.minutes, overrides=args.overrides,
-                             progress=not args.no_progress)
+                             progress=_progress(args))
     print(summary)
     return 0
 
@@ -97,7 +159,7 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
     from scenetok.data.dataset import build_dataset  # lazy: imports torch
 
     recipe = load_recipe(args.recipe, args.overrides)
-    dataset = build_dataset(recipe, split=args.split)
+    dataset = build_dataset(recipe, split=_split(args, recipe["dataset"].config.split))
     path = write_preview(dataset, args.out, index=args.index)
     print(f"wrote {path}")
     return 0
@@ -107,10 +169,13 @@ def cmd_data_index(args: argparse.Namespace) -> int:
     from scenetok.data.dataset import build_dataset  # lazy: imports torch
 
     recipe = load_recipe(args.recipe, args.overrides)
-    dataset = build_dataset(recipe, split=args.split)
-    config = recipe["dataset"].config
-    path = write_evaluation_index(dataset, args.out, context_views=config.context_views,
-                                  target_views=config.target_views, seed=args.seed)
+    evaluation = recipe.sections["eval"]
+    split = _split(args, evaluation.split)
+    dataset = build_dataset(recipe, split=split)
+    # The index is what `eval` scores: the evaluation view counts, not the training ones.
+    context, target, explanation = evaluation_view_counts(evaluation, recipe["dataset"].config)
+    print(f"split {split!r}, {explanation}")
+    path = write_evaluation_index(dataset, args.out, context_views=context, target_views=target, seed=args.seed)
     print(f"wrote {path}")
     return 0
 
@@ -128,7 +193,7 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
     from scenetok.data.dataset import build_dataset  # lazy: imports torch
 
     recipe = load_recipe(args.recipe, args.overrides)
-    dataset = build_dataset(recipe, split=args.split)
+    dataset = build_dataset(recipe, split=_split(args, "train"))
     spec = recipe["image_compressor"]
     compressor = spec.cls(spec.config)
     target = recipe.component("target_image_compressor")
@@ -137,13 +202,13 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
                              compressor_name=spec.name,
                              target_compressor=None if target is None else target.cls(target.config),
                              target_compressor_name=None if target is None else target.name,
-                             progress=not args.no_progress)
+                             progress=_progress(args))
     print(f"wrote {manifest}; train on it with train.latent_cache={args.out}")
     return 0
 
 
 def _recipe(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="recipe YAML file")
+    parser.add_argument("recipe", help="recipe YAML file or shipped recipe name (see `scenetok recipes`)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides")
 
 
@@ -155,6 +220,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        "config, run cross-component checks, and report every problem with file and key.")
     _recipe(p)
     p.add_argument("--print", action="store_true", help="print the resolved recipe")
+    p.add_argument("--weights", action="store_true", help="list every pretrained weights file the recipe needs "
+                   "and where it was found; exit 1 if a required one is missing (without it, missing ones "
+                   "are only warned about)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("model", help="model tools ('summary')",
@@ -196,12 +264,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, help="run directory or checkpoint directory")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
     p.add_argument("--scene", default=None, help="scene key or dataset index (default: first test scene)")
-    p.add_argument("--trajectory", choices=["spline", "orbit", "targets"], default=None)
+    p.add_argument("--trajectory", choices=["spline", "orbit", "targets"], default=None,
+                   help="camera path (default: render.trajectory): a spline through the context poses, an orbit "
+                   "around the scene centre, or the dataset's target frames")
     p.add_argument("--frames", type=int, default=None, help="number of frames")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/render)")
     p.add_argument("--stochastic", action="store_true", help="sample tokens/noise instead of the deterministic mode")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                      help="resize the written frames and video to H x W for viewing (bilinear; the model "
+                      "still renders at its training size)")
+    view.add_argument("--upscale", type=int, metavar="K", default=None,
+                      help="enlarge the written frames and video K times (nearest neighbour: pixels stay sharp)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("runs", help="list run folders with their step, best metric and status",
+                       description="List the run folders under FOLDER (itself and two levels down): newest "
+                       "checkpoint step, status from run.json (finished, budget, interrupted, aborted, failed, "
+                       "running) and the best PSNR of its evaluations.")
+    p.add_argument("folder", nargs="?", type=Path, default=Path("runs"), help="folder of runs (default: runs)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("quickstart", help="train, evaluate and render on procedural rooms (CPU, no downloads)",
                        description="The whole loop on the embedded procedural 'rooms' scenes, sized for a "
@@ -221,13 +305,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q = data_sub.add_parser("preview", help="PNG contact sheet + camera plot of one sample")
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="output directory")
-    q.add_argument("--split", default="train", help="dataset split")
+    q.add_argument("--split", default=None, help="dataset split (default: dataset.split of the recipe)")
     q.add_argument("--index", type=int, default=0, help="sample index")
     q.set_defaults(func=cmd_data_preview)
     q = data_sub.add_parser("index", help="write a deterministic evaluation index JSON")
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="output JSON file")
-    q.add_argument("--split", default="test", help="dataset split")
+    q.add_argument("--split", default=None, help="dataset split (default: eval.split)")
     q.add_argument("--seed", type=int, default=0, help="selection seed")
     q.set_defaults(func=cmd_data_index)
     q = data_sub.add_parser("convert", help="convert images + camera JSON into RE10K-style chunks")
@@ -239,7 +323,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q = data_sub.add_parser("cache", help="precompute latents of the frozen image compressor(s)")
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="cache directory (resumable)")
-    q.add_argument("--split", default="train", help="dataset split")
+    q.add_argument("--split", default=None, help="dataset split (default: train)")
     q.add_argument("--epochs", type=int, default=1, help="epochs of view selections to cache")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_data_cache)

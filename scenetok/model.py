@@ -32,7 +32,17 @@ from scenetok.data.dataset import parse_image_size
 from scenetok.geometry.conventions import make_relative
 from scenetok.interfaces import DiagonalGaussian, LatentSpec
 from scenetok.nn.utils import count_parameters
-from scenetok.recipe import RESERVED_KEYS, Recipe, RecipeError, load_recipe_dict, upgrade_stored_recipe
+from scenetok.recipe import (
+    COMMAND_LINE,
+    COMPONENT_SECTIONS,
+    PROVENANCE_KEY,
+    RESERVED_KEYS,
+    Recipe,
+    RecipeError,
+    load_recipe_dict,
+    parse_override,
+    upgrade_stored_recipe,
+)
 from scenetok.sections import ModelConfig, RenderConfig
 from scenetok.types import Cameras, SceneBatch, Views
 
@@ -56,6 +66,52 @@ def _latent_size(spec: LatentSpec, image_size: tuple[int, int], section: str) ->
             f"{spec.spatial_factor}"
         )
     return height // spec.spatial_factor, width // spec.spatial_factor
+
+
+def _carry_image_size(stored: dict[str, Any], overrides: list[str]) -> list[str]:
+    """Overrides for loading a trained model, plus the trained ``dataset.image_size`` unless they set
+    it: the networks (positional grids, latent sizes) are built for that size, and replacing the
+    dataset node (``dataset.name=re10k dataset.root=...``, evaluating on another dataset) would
+    otherwise fall back to the new reader's default size."""
+    for text in overrides:
+        key, value = parse_override(text)
+        if key == "dataset.image_size" or (key == "dataset" and isinstance(value, dict) and "image_size" in value):
+            return overrides
+    size = (stored.get("dataset") or {}).get("image_size")
+    if size is None:
+        return overrides
+    height, width = parse_image_size(size, "dataset.image_size")
+    return [*overrides, f"dataset.image_size=[{height},{width}]"]
+
+
+def _check_trained_image_size(stored: dict[str, Any], recipe: Recipe) -> None:
+    size = (stored.get("dataset") or {}).get("image_size")
+    if size is None:
+        return
+    trained = tuple(parse_image_size(size, "dataset.image_size"))
+    wanted = image_size_of(recipe["dataset"].config)
+    if wanted != trained:
+        raise RecipeError([f"{COMMAND_LINE}: dataset.image_size: {list(wanted)} differs from the trained model's "
+                           f"{list(trained)}; its networks are built for that size. Drop the override (the trained "
+                           f"size is used) or set dataset.image_size=[{trained[0]},{trained[1]}]"])
+
+
+def _uninstalled_trained_components(resolved: dict[str, Any], source: str) -> list[str]:
+    """For each component of a stored recipe that is not installed any more, a message naming the
+    distribution (and version) that provided it when the run was trained."""
+    messages = []
+    for section, info in (resolved.get(PROVENANCE_KEY) or {}).items():
+        kind = COMPONENT_SECTIONS.get(section)
+        if kind is None or not isinstance(info, dict) or not info.get("name"):
+            continue
+        if registry.provider_of(kind, info["name"]) is not None:
+            continue
+        distribution, version = info.get("distribution"), info.get("version")
+        if distribution and distribution not in ("<override>", "<unknown>"):
+            pinned = f"{distribution}=={version}" if version and version != "-" else distribution
+            messages.append(f"{section}: this run was trained with {kind} {info['name']!r} from {pinned} "
+                            f"(recorded in {source}), which is not installed: pip install '{pinned}'")
+    return messages
 
 
 class SceneTok(nn.Module):
@@ -97,7 +153,16 @@ class SceneTok(nn.Module):
         """
         checkpoint = load_checkpoint(path, map_location=device)
         stored = upgrade_stored_recipe(checkpoint.recipe)
-        recipe = load_recipe_dict(stored, source=f"{checkpoint.path}/recipe.json", overrides=overrides)
+        source = f"{checkpoint.path}/recipe.json"
+        overrides = _carry_image_size(stored, list(overrides))
+        try:
+            recipe = load_recipe_dict(stored, source=source, overrides=overrides)
+        except RecipeError as error:
+            missing = _uninstalled_trained_components(checkpoint.recipe, source)
+            if missing:
+                raise RecipeError(missing + error.errors) from error
+            raise
+        _check_trained_image_size(stored, recipe)
         # The trained noise process, read from the stored node without validating a second recipe.
         trained = stored["sampler"]
         trained_cls = registry.get_component("sampler", trained["name"], provider=trained.get("provider"))
@@ -300,6 +365,19 @@ class SceneTok(nn.Module):
         return self
 
 
+@contextlib.contextmanager
+def _blame(section: str, name: str) -> Any:
+    """Prefix a component constructor's error with its recipe section, so that e.g. a
+    ``patch_size`` problem says whose ``patch_size`` it is."""
+    try:
+        yield
+    except (ValueError, TypeError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        if message.startswith(f"{section} "):
+            raise
+        raise type(error)(f"{section} {name!r}: {message}") from error
+
+
 def build_components(recipe: Recipe, image_size: tuple[int, int], device: torch.device | str | None = None,
                      networks_only: bool = False) -> dict[str, Any]:
     """Instantiate the model components of ``recipe`` with their build arguments.
@@ -319,17 +397,20 @@ def build_components(recipe: Recipe, image_size: tuple[int, int], device: torch.
             if target is not None:
                 out["target_image_compressor"] = target.cls(target.config)
         tokens = recipe["token_compressor"]
-        out["token_compressor"] = tokens.cls(
-            tokens.config, in_channels=context_spec.channels,
-            latent_size=_latent_size(context_spec, image_size, "image_compressor"),
-        )
-        _, token_dim = tokens.cls.token_shape(tokens.config)
+        with _blame("token_compressor", tokens.name):
+            out["token_compressor"] = tokens.cls(
+                tokens.config, in_channels=context_spec.channels,
+                latent_size=_latent_size(context_spec, image_size, "image_compressor"),
+            )
+            _, token_dim = tokens.cls.token_shape(tokens.config)
         decoder = recipe["decoder"]
-        out["decoder"] = decoder.cls(
-            decoder.config, in_channels=target_spec.channels,
-            latent_size=_latent_size(target_spec, image_size, "target_image_compressor"),
-            token_dim=token_dim, latent_spec=target_spec,
-        )
+        with _blame("decoder", decoder.name):
+            out["decoder"] = decoder.cls(
+                decoder.config, in_channels=target_spec.channels,
+                latent_size=_latent_size(target_spec, image_size,
+                                         "target_image_compressor" if target is not None else "image_compressor"),
+                token_dim=token_dim, latent_spec=target_spec,
+            )
     sampler = recipe["sampler"]
     out["sampler"] = sampler.cls(sampler.config)
     return out
@@ -347,7 +428,11 @@ def check_recipe(recipe: Recipe) -> list[str]:
         return [f"dataset.image_size: {error}"]
     image = recipe["image_compressor"]
     target = recipe.component("target_image_compressor") or image
-    for section, spec in (("image_compressor", image), ("target_image_compressor", target)):
+    # Without a separate target compressor the context one serves both: check (and report) it once.
+    checked = [("image_compressor", image)]
+    if recipe.component("target_image_compressor") is not None:
+        checked.append(("target_image_compressor", target))
+    for section, spec in checked:
         latent = spec.cls.latent_spec(spec.config)
         try:
             _latent_size(latent, image_size, section)

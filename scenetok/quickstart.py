@@ -21,7 +21,7 @@ from pathlib import Path
 from scenetok.eval.evaluate import evaluate_run
 from scenetok.recipe import load_recipe
 from scenetok.render import render_run
-from scenetok.train.loop import Trainer
+from scenetok.train.loop import Trainer, fit_recorded
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def run_quickstart(out_dir: str | Path = "runs/quickstart", minutes: float | Non
     trainer = Trainer(recipe, out, progress=progress)
     if trainer.resume():
         log.info("quickstart: continuing the run in %s", out)
-    result = trainer.fit()
+    result = fit_recorded(trainer, overrides)  # also records the session in run.json
     trained_at = time.monotonic()
 
     report = evaluate_run(out, out_dir=out / "eval", progress=progress)

@@ -464,7 +464,9 @@ def build_config(config_cls: type, values: Mapping[str, Any], prefix: str, error
     try:
         return OmegaConf.to_object(merged)
     except (ValueError, TypeError, OmegaConfBaseException) as error:
-        errors.append(f"{where()}: {_first_line(error)}")
+        message = _first_line(error)
+        key = _key_named_in(message, prefix, known, values, origin)
+        errors.append(f"{where(key)}: {message}" if key else f"{where()}: {message}")
     return None
 
 
@@ -507,7 +509,30 @@ def _resolve_swap(section: str, swap: Swap, cls: type, node: Mapping[str, Any]) 
     return {k: v for k, v in node.items() if k not in bad}, note
 
 
-def validate(composed: ComposedRecipe, log_notes: bool = True) -> Recipe:
+def _key_named_in(message: str, prefix: str, known: set[str], values: Mapping[str, Any], origin: Any) -> str | None:
+    """The config key a ``__post_init__`` error is about, so the error names the file (or the
+    command line) that set that key rather than the first file that opened the section.
+
+    Keys named in the message (``train.decay must be ...``, ``heads must divide width``) that the
+    recipe set are candidates; the one set last wins (the command line, then the child recipe,
+    then its parents: the most recent change is the likely culprit), then the first named."""
+    import re
+
+    named = [key for key in known if key in values and re.search(
+        rf"(?<![\w]){re.escape(prefix)}\.{re.escape(key)}\b|(?<![\w.]){re.escape(key)}\b", message)]
+    if not named:
+        return None
+    named.sort(key=lambda key: message.find(key))
+    # ComposedRecipe.origins is in the order keys were (last) set: overrides come last, a child's
+    # keys after its parents'.
+    order = list(getattr(getattr(origin, "__self__", None), "origins", {}))
+    recency = {key: order.index(f"{prefix}.{key}") for key in named if f"{prefix}.{key}" in order}
+    if recency:
+        return max(recency, key=lambda key: recency[key])
+    return named[0]
+
+
+def validate(composed: ComposedRecipe, *, log_notes: bool = True) -> Recipe:
     """Phase 2: build every typed config, then run the recipe checks registered through the
     ``scenetok_validate_recipe`` hook: core's cross-component check (:mod:`scenetok.core_hooks`)
     and any plugin's.
@@ -597,15 +622,16 @@ def validate(composed: ComposedRecipe, log_notes: bool = True) -> Recipe:
         get_plugin_manager().hook.scenetok_validate_recipe(recipe=recipe, errors=errors)
     if errors:
         raise RecipeError(errors, source=None)
-    if log_notes:
+    if log_notes:  # callers that print the notes themselves (`scenetok validate`) turn this off
         for note in notes:
             log.info(note)
     return recipe
 
 
-def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
-    """Compose and validate a recipe file or shipped recipe name (the one call most code needs)."""
-    return validate(compose(path, overrides))
+def load_recipe(path: str | Path, overrides: Iterable[str] = (), *, log_notes: bool = True) -> Recipe:
+    """Compose and validate a recipe file or shipped recipe name (the one call most code needs);
+    ``log_notes=False`` leaves reporting the notes (dropped keys) to the caller."""
+    return validate(compose(path, overrides), log_notes=log_notes)
 
 
 def upgrade_stored_recipe(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -46,13 +46,36 @@ def trajectory_cameras(kind: str, context: Cameras, frames: int, dataset_targets
     raise ValueError(f"unknown trajectory {kind!r}; choose spline, orbit or targets")
 
 
+def resize_for_viewing(frames: torch.Tensor, size: tuple[int, int] | list[int] | None = None,
+                       upscale: int | None = None) -> torch.Tensor:
+    """Frames ``(V, 3, H, W)`` in ``[0, 1]`` resized to ``size`` ``[H', W']`` (bilinear, antialiased
+    when shrinking) or enlarged ``upscale`` times (nearest neighbour); unchanged when both are
+    ``None``."""
+    if size is not None and upscale is not None:
+        raise ValueError("give either size or upscale, not both")
+    if upscale is not None:
+        if upscale < 1:
+            raise ValueError(f"upscale must be a positive integer, got {upscale}")
+        return torch.nn.functional.interpolate(frames, scale_factor=upscale, mode="nearest")
+    if size is not None:
+        height, width = (int(v) for v in size)
+        if height < 1 or width < 1:
+            raise ValueError(f"size must be two positive integers H W, got {list(size)}")
+        return torch.nn.functional.interpolate(frames, size=(height, width), mode="bilinear", antialias=True,
+                                               align_corners=False).clamp(0, 1)
+    return frames
+
+
 def render_run(run: str | Path, out_dir: str | Path | None = None, scene: str | None = None,
                trajectory: str | None = None, frames: int | None = None, overrides: Iterable[str] = (),
-               progress: bool = True, deterministic: bool | None = None) -> Path:
+               progress: bool = True, deterministic: bool | None = None,
+               size: tuple[int, int] | list[int] | None = None, upscale: int | None = None) -> Path:
     """``scenetok render``: encode one held-out scene and render a camera path to PNGs + MP4/GIF.
 
     Writes ``frames/frame_XXXX.png``, ``render.mp4`` (or ``render.gif``) and ``context.png`` into
-    ``out_dir`` (default ``RUN/render``). Returns ``out_dir``.
+    ``out_dir`` (default ``RUN/render``). ``size`` (``[H, W]``, bilinear) or ``upscale`` (an
+    integer factor, nearest neighbour) resize what is written, for viewing; the model renders at
+    its training size either way. Returns ``out_dir``.
     """
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = SceneTok.from_pretrained(run, overrides, device=device)
@@ -88,8 +111,9 @@ def render_run(run: str | Path, out_dir: str | Path | None = None, scene: str | 
     rendered = model.reconstruct(batch.to(device), deterministic=deterministic, generator=generator,
                                  progress=progress)[0].cpu()
     out = Path(out_dir) if out_dir else Path(run) / "render"
+    rendered = resize_for_viewing(rendered, size=size, upscale=upscale)
     write_frames(rendered, out / "frames", prefix="frame")
-    write_frames(context.images[0], out / "context", prefix="context")
+    write_frames(resize_for_viewing(context.images[0], size=size, upscale=upscale), out / "context", prefix="context")
     video = write_video(rendered, out / "render.mp4", fps=config.fps)
     log.info("rendered %d frames of scene %s along a %s trajectory: %s", frames, scene, trajectory, video)
     return out

@@ -156,12 +156,16 @@ def loss_curve_png(
         metrics_jsonl_path: lines like ``{"step": 10, "loss": 0.3, "lr": 1e-4, ...}``.
         out_png: output image path.
         keys: numeric keys to plot, one panel each; default: every key containing ``"loss"``,
-            plus ``"lr"`` and ``"kl_weight"`` if present. Panels whose values are all positive and
+            plus the loss terms ``"mse"`` and ``"kl"`` and ``"lr"`` if present (not the KL weight,
+            a schedule that is usually constant). Panels whose values are all positive and
             span more than a decade use a log scale; loss panels with more than 100 points get a running mean
             over the faint raw curve.
         step_key: the x-axis key.
     """
     # A bare Figure renders with Agg and never touches pyplot's global backend or figure list.
+    from scenetok.data.preview import quiet_matplotlib  # lazy: keeps render_io free of the data layer
+
+    quiet_matplotlib()
     from matplotlib.figure import Figure
 
     records = [r for r in read_metrics_jsonl(metrics_jsonl_path) if isinstance(r.get(step_key), (int, float))]
@@ -174,7 +178,7 @@ def loss_curve_png(
         }
     )
     if keys is None:
-        keys = [k for k in numeric if "loss" in k] + [k for k in ("lr", "kl_weight") if k in numeric]
+        keys = [k for k in numeric if "loss" in k] + [k for k in ("mse", "kl", "lr") if k in numeric]
     if not keys:
         raise ValueError(f"{metrics_jsonl_path}: nothing to plot (numeric keys: {numeric})")
 

@@ -12,6 +12,9 @@ from typing import Optional
 
 #: Rollout strategies for trajectories longer than the decoder window (see :mod:`scenetok.rollout`).
 STRATEGIES = ("full_sequence", "autoregressive", "pyramid")
+#: Experiment loggers ``train.loggers`` may name; each is a training-callback hook module
+#: (:mod:`scenetok.tensorboard_logger`) that acts only when its name is listed.
+LOGGERS = ("tensorboard",)
 #: Camera paths of ``scenetok render``.
 TRAJECTORIES = ("spline", "orbit", "targets")
 
@@ -86,6 +89,9 @@ class TrainConfig:
         compile: wrap the networks in ``torch.compile`` (opt-in; slow first step).
         latent_cache: directory written by ``scenetok data cache``; when set, training reads
             precomputed latents instead of images and never runs the (frozen) image compressor.
+        loggers: experiment loggers besides ``metrics.jsonl`` and the log lines: ``[tensorboard]``
+            writes TensorBoard events to ``RUN/tensorboard`` (needs ``pip install
+            'scenetok[tensorboard]'``).
     """
 
     steps: int = 1000
@@ -116,8 +122,12 @@ class TrainConfig:
     num_workers: int = 0
     compile: bool = False
     latent_cache: str = ""
+    loggers: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        unknown = [name for name in self.loggers if name not in LOGGERS]
+        if unknown:
+            raise ValueError(f"train.loggers: unknown logger(s) {unknown}; available: {', '.join(LOGGERS)}")
         if self.decay not in ("constant", "multistep", "cosine"):
             raise ValueError(f"train.decay must be constant, multistep or cosine, got {self.decay!r}")
         if self.precision not in ("auto", "bf16", "fp32"):

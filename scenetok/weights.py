@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -31,7 +33,8 @@ class MissingWeightsError(FileNotFoundError):
     """
 
 
-def resolve_weights(checkpoint: str, *, default_name: str, component: str, source: str) -> Path:
+def resolve_weights(checkpoint: str, *, default_name: str, component: str, source: str,
+                    key: str = "image_compressor.checkpoint") -> Path:
     """Find a weights file or folder on the local disk.
 
     Args:
@@ -42,6 +45,8 @@ def resolve_weights(checkpoint: str, *, default_name: str, component: str, sourc
             empty (the name the public release uses).
         component: the component's registry name, for the error message.
         source: where the weights can be downloaded from (URL / repository + file name).
+        key: the recipe key that sets this path, named in the error's hint (a separate target
+            compressor is set the same way under ``target_image_compressor``).
 
     Returns:
         The existing path.
@@ -62,17 +67,18 @@ def resolve_weights(checkpoint: str, *, default_name: str, component: str, sourc
         if candidate.exists():
             return candidate
     searched = ", ".join(str(c) for c in candidates) or "nowhere"
+    section = key.rsplit(".", 1)[0]
     hint = (
-        f"set `{component}.checkpoint` to its path"
+        f"set `{key}` (or `target_image_compressor.{key.rsplit('.', 1)[-1]}` for the target compressor) to its path"
         if not checkpoint
-        else "check the path"
+        else f"check the path in `{key}`"
     )
     raise MissingWeightsError(
         f"{component}: pretrained weights not found (searched: {searched}). Expected "
         f"{checkpoint or default_name!r}; download it from {source}, then {hint} or put it in the "
         f"directory named by ${WEIGHTS_DIR_ENV}"
         + ("" if weights_dir else f" (currently unset; it is looked up as {default_name!r} there)")
-        + f". For tests only, `{component}.random_init: true` builds the network with random weights."
+        + f". For tests only, `{section}.random_init: true` builds the network with random weights."
     )
 
 
@@ -114,6 +120,63 @@ def check_latents(latents: Tensor, channels: int, name: str) -> None:
         raise ValueError(
             f"{name}.decode expects latents (B, F, {channels}, h, w), got {tuple(latents.shape)}"
         )
+
+
+@dataclass
+class WeightsStatus:
+    """One weights file a recipe needs (see :func:`recipe_weights`).
+
+    Attributes:
+        key: the recipe key that sets its path (``image_compressor.checkpoint``).
+        component: ``"<section> <name>"`` of the component or setting that loads it.
+        path: where it was found, or ``None``.
+        problem: why it was not found (the :class:`MissingWeightsError` message), else ``""``.
+        required: ``False`` for weights whose absence only makes a metric unavailable.
+    """
+
+    key: str
+    component: str
+    path: Path | None
+    problem: str = ""
+    required: bool = True
+
+
+def recipe_weights(recipe: Any) -> list[WeightsStatus]:
+    """Which pretrained weights ``recipe`` (a :class:`scenetok.recipe.Recipe`) needs and whether
+    they are on this machine, checked without loading anything.
+
+    A component declares its weights with two class attributes, ``weights_name`` (the released
+    file name looked up in ``$SCENETOK_WEIGHTS_DIR`` when ``checkpoint`` is empty) and
+    ``weights_source`` (where to download it), next to ``checkpoint`` / ``random_init`` config
+    fields; ``random_init: true`` needs none. LPIPS's backbone (``eval.lpips_weights``) is listed as
+    optional: without it LPIPS is reported unavailable.
+    """
+    out: list[WeightsStatus] = []
+    for section, spec in recipe.components.items():
+        name = getattr(spec.cls, "weights_name", None)
+        config = spec.config
+        if name is None or not hasattr(config, "checkpoint") or getattr(config, "random_init", False):
+            continue
+        key = f"{section}.checkpoint"
+        try:
+            path = resolve_weights(config.checkpoint, default_name=name, component=spec.name,
+                                   source=getattr(spec.cls, "weights_source", "the component's documentation"),
+                                   key=key)
+            out.append(WeightsStatus(key, f"{section} {spec.name}", path))
+        except MissingWeightsError as error:
+            out.append(WeightsStatus(key, f"{section} {spec.name}", None, str(error)))
+    evaluation = recipe.sections.get("eval")
+    if evaluation is not None:
+        from scenetok.eval.metrics import LPIPS_BACKBONE_FILES, _torch_hub_checkpoint  # lazy: imports torchvision
+
+        wanted = Path(evaluation.lpips_weights) if evaluation.lpips_weights else \
+            _torch_hub_checkpoint(LPIPS_BACKBONE_FILES[evaluation.lpips_net])
+        found = wanted.is_file()
+        out.append(WeightsStatus("eval.lpips_weights", f"eval LPIPS {evaluation.lpips_net}", wanted if found else None,
+                                 "" if found else f"no LPIPS {evaluation.lpips_net} backbone at {wanted}; "
+                                 "set eval.lpips_weights=PATH (LPIPS is reported unavailable without it)",
+                                 required=False))
+    return out
 
 
 class CheckpointConversionError(ValueError):

@@ -35,9 +35,11 @@ def parse_image_size(value: Any, field_name: str = "image_size") -> list[int]:
     """``int`` or ``[H, W]`` -> ``[H, W]`` (positive ints); raises ``ValueError`` naming the field."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value, value]
+    if isinstance(value, (str, bytes)):  # iterating "abc" would blame the character 'a'
+        raise ValueError(f"{field_name} must be an int or [height, width], got the string {value!r}")
     try:
         size = [int(v) for v in value]
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise ValueError(f"{field_name} must be an int or [height, width], got {value!r}") from error
     if len(size) != 2 or min(size) <= 0 or any(int(v) != v for v in value):
         raise ValueError(f"{field_name} must be an int or [height, width] of positive ints, got {value!r}")
@@ -125,12 +127,14 @@ class BaseSceneDataset(SceneDataset):
             self._skipped: list[dict[str, str]] = []
         return self._skipped
 
-    def record_skip(self, scene: str, reason: str, file: str | None = None) -> None:
-        """Warn about an unusable scene/sample, remember it, and append it to ``config.report_path``."""
+    def record_skip(self, scene: str, reason: str, file: str | None = None, *, warn: bool = True) -> None:
+        """Warn about an unusable scene/sample, remember it, and append it to ``config.report_path``
+        (``warn=False``: the caller logs one summary line for many records instead)."""
         record = {"dataset": type(self).__name__, "scene": scene, "file": file or "", "reason": reason}
-        logging.getLogger(type(self).__module__).warning(
-            "skipping scene %s%s: %s", scene, f" ({file})" if file else "", reason
-        )
+        if warn:
+            logging.getLogger(type(self).__module__).warning(
+                "skipping scene %s%s: %s", scene, f" ({file})" if file else "", reason
+            )
         self.skipped.append(record)
         report_path = getattr(getattr(self, "config", None), "report_path", None)
         if report_path:
@@ -153,16 +157,28 @@ class BaseSceneDataset(SceneDataset):
         if path:
             available = set(self.scenes())
             entries = []
-            for entry in read_evaluation_index(path):
+            missing: list[str] = []
+            indexed = read_evaluation_index(path)
+            for entry in indexed:
                 scene = entry.scene
                 if scene not in available:
                     stem = re.sub(r"_\d+$", "", scene)
                     if stem in available:
                         scene = stem
                     else:
-                        self.record_skip(entry.scene, "in the evaluation index but not in the dataset", str(path))
+                        # One summary line below instead of one warning per scene (an index of
+                        # another dataset would print thousands).
+                        self.record_skip(entry.scene, "in the evaluation index but not in the dataset", str(path),
+                                         warn=False)
+                        missing.append(entry.scene)
                         continue
                 entries.append(dataclasses.replace(entry, scene=scene))
+            if missing:
+                split = getattr(self.config, "split", "?")  # type: ignore[attr-defined]
+                logging.getLogger(type(self).__module__).warning(
+                    "%d of the %d entries of %s name scenes that are not in this dataset's %r split "
+                    "(%d scenes); they are skipped (first: %s)", len(missing), len(indexed), path, split,
+                    len(available), ", ".join(missing[:3]))
         self._evaluation_entries = entries
         return entries
 

@@ -132,3 +132,21 @@ def write_evaluation_index(
         entries[scene] = {"context": context, "target": target}
     logger.info("evaluation index: %d scenes -> %s", len(entries), out_path)
     return save_evaluation_index(entries, out_path)
+
+
+def evaluation_view_counts(eval_config: object, dataset_config: object) -> tuple[int, int, str]:
+    """``(context_views, target_views, explanation)`` of a generated evaluation index: the recipe's
+    ``eval.context_views`` / ``eval.target_views``, each falling back to the dataset's when 0.
+
+    The explanation names where each number came from, so ``scenetok data index`` can say it (an
+    index written with the training counts, 4 context and 4 target frames spread over the same
+    window, leaves nothing novel to score)."""
+    counts = []
+    for name in ("context_views", "target_views"):
+        own = int(getattr(eval_config, name, 0) or 0)
+        if own:
+            counts.append((own, f"{own} {name.split('_')[0]} (eval.{name})"))
+        else:
+            fallback = int(getattr(dataset_config, name))
+            counts.append((fallback, f"{fallback} {name.split('_')[0]} (dataset.{name}; eval.{name} is unset)"))
+    return counts[0][0], counts[1][0], f"views per scene: {counts[0][1]}, {counts[1][1]}"

@@ -4,6 +4,7 @@ with viewing directions."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -11,6 +12,14 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from scenetok.interfaces import SceneDataset
+
+
+def quiet_matplotlib() -> None:
+    """Keep matplotlib's INFO chatter ("generated new fontManager" on a first run) out of the
+    command's output, unless the user asked for debug logs."""
+    logger = logging.getLogger("matplotlib")
+    if logger.level == logging.NOTSET and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logger.setLevel(logging.WARNING)
 
 
 def _ground_axes(extrinsics) -> tuple[int, int]:
@@ -26,6 +35,7 @@ def _ground_axes(extrinsics) -> tuple[int, int]:
 def write_preview(dataset: SceneDataset, out_dir: str | os.PathLike, index: int = 0,
                   max_columns: int = 8) -> Path:
     """Write ``<out_dir>/preview_<index>_<scene>.png`` for sample ``index`` and return its path."""
+    quiet_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed

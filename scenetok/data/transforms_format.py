@@ -29,7 +29,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -94,6 +94,9 @@ class TransformsSceneDataset(BaseSceneDataset):
             if self.min_frames < 1:
                 raise ValueError(f"min_frames must be >= 1, got {self.min_frames}")
 
+    #: Where a user learns to get and lay out this dataset; appended to a missing-data error.
+    data_help: ClassVar[str] = "The folder holds one sub-folder per scene with its transforms.json and images."
+
     def __init__(self, config: Config | None = None) -> None:
         super().__init__()
         self.config = config if config is not None else self.Config()
@@ -111,7 +114,9 @@ class TransformsSceneDataset(BaseSceneDataset):
     def discover_scenes(self, root: Path, split: str) -> dict[str, Path]:
         """``{scene key: path of its transforms.json}`` in a stable order."""
         if not root.is_dir():
-            raise FileNotFoundError(f"transforms: root {root} is not a folder")
+            where = "" if root.is_absolute() else f" (relative to {Path.cwd()})"
+            raise FileNotFoundError(f"dataset.root: {root} is not a folder{where}; set dataset.root=PATH to the "
+                                    f"dataset's folder. {self.data_help}".rstrip())
         own = self.transforms_path(root)
         if own is not None:
             return {root.name: own}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scenetok.data.dataset import build_dataset
-from scenetok.data.index import write_evaluation_index
+from scenetok.data.index import evaluation_view_counts, write_evaluation_index
 from scenetok.data.view_sampling import stable_seed
 from scenetok.eval.baselines import copy_nearest_context, mean_context
 from scenetok.eval.metrics import FIDMetric, LPIPSMetric, MetricSuite
@@ -40,9 +41,37 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvalReport:
+    """What ``scenetok eval`` wrote.
+
+    Attributes:
+        out_dir: folder of ``eval.json``, ``eval.md`` and the grid.
+        data: the ``eval.json`` content.
+        markdown: the ``eval.md`` content.
+        scored_scenes: scenes whose targets were scored (0: the evaluation measured nothing).
+    """
+
     out_dir: Path
     data: dict[str, Any]
     markdown: str
+    scored_scenes: int = 0
+
+    def why_nothing_scored(self) -> str:
+        """The reasons scenes were skipped, grouped, for the error of an empty evaluation."""
+        meta = self.data.get("metadata", {})
+        reasons = Counter(str(line).split(": ", 1)[-1] for line in meta.get("scenes_skipped", []))
+        parts = []
+        missing = meta.get("index_scenes_not_in_dataset", 0)
+        if missing:
+            parts.append(f"{missing} index entries name scenes that are not in the dataset's "
+                         f"{meta.get('split', '?')!r} split (is it the index of another dataset or split?)")
+        for reason, count in reasons.most_common():
+            parts.append(f"{count} scenes: {reason}")
+        if reasons.get("every target frame is a context frame"):
+            parts.append("write the index with evaluation view counts (eval.context_views, eval.target_views; "
+                         "`scenetok data index` uses them) so targets fall between context frames")
+        if not parts:
+            parts.append(f"the index {meta.get('index', '')} has no entries")
+        return "; ".join(parts) + "."
 
 
 def evaluation_sample(dataset: Any, scene: str, context: list[int], target: list[int],
@@ -76,6 +105,7 @@ def evaluate_model(model: SceneTok | None, dataset: Any, entries: Iterable[Any],
         entries = entries[: config.max_scenes]
     examples: list[ReportExample] = []
     skipped: list[str] = []
+    scored = 0
     excluded_frames = 0
     # Removing context frames from a video autoencoder's targets would break its frame groups.
     render_context_frames = model is not None and model.target_spec.temporal_factor > 1
@@ -95,17 +125,20 @@ def evaluate_model(model: SceneTok | None, dataset: Any, entries: Iterable[Any],
         if sample is None:
             skipped.append(f"{entry.scene}: every target frame is a context frame")
             continue
-        scored = len(sample["target"]["indices"]) if novel is None else int(novel.sum())
-        excluded_frames += len(entry.target) - scored
+        scored_frames = len(sample["target"]["indices"]) if novel is None else int(novel.sum())
+        excluded_frames += len(entry.target) - scored_frames
         _score_scene(model, collate_scenes([sample]), suite, config, render, examples, novel)
+        scored += 1
 
     meta = dict(metadata or {})
-    meta.update({"scenes_requested": len(entries), "scenes_skipped": skipped,
+    meta.update({"scenes_requested": len(entries), "scenes_scored": scored, "scenes_skipped": skipped,
                  "target_frames_excluded_as_context": excluded_frames,
                  "render": dataclasses.asdict(render)})
     written = write_eval_report(out_dir, suite.compute(), metadata=meta, examples=examples)
     data = json.loads(written["json"].read_text())
-    return EvalReport(Path(out_dir), data, format_markdown(data))
+    if not scored:
+        log.error("no frame was scored: %d of %d scenes skipped", len(skipped), len(entries))
+    return EvalReport(Path(out_dir), data, format_markdown(data), scored_scenes=scored)
 
 
 def _score_scene(model: SceneTok | None, batch: SceneBatch, suite: MetricSuite, config: EvalConfig,
@@ -151,16 +184,17 @@ def evaluate_run(run: str | Path, index: str | Path | None = None, out_dir: str 
     out.mkdir(parents=True, exist_ok=True)
     index_path = Path(index) if index else (Path(config.index) if config.index else None)
     if index_path is None:
-        dataset_config = recipe["dataset"].config
+        context, target, explanation = evaluation_view_counts(config, recipe["dataset"].config)
         index_path = write_evaluation_index(
             build_dataset(recipe, split=config.split), out / "index.json",
-            context_views=config.context_views or dataset_config.context_views,
-            target_views=config.target_views or dataset_config.target_views, seed=0)
-        log.info("wrote a deterministic evaluation index for split %r: %s", config.split, index_path)
+            context_views=context, target_views=target, seed=0)
+        log.info("wrote a deterministic evaluation index for split %r (%s): %s", config.split, explanation,
+                 index_path)
     # The dataset resolves the index: unknown scenes are reported and skipped, suffixed keys mapped.
     dataset = build_dataset(recipe, split=config.split, index=str(index_path))
     entries = dataset.evaluation_entries()
+    not_in_dataset = sum(1 for record in dataset.skipped if record["reason"].startswith("in the evaluation index"))
     metadata = {"run": str(run), "step": step, "index": str(index_path), "split": config.split,
-                "recipe": recipe.source}
+                "recipe": recipe.source, "index_scenes_not_in_dataset": not_in_dataset}
     return evaluate_model(model, dataset, entries, config=config, out_dir=out, metadata=metadata,
                           progress=progress, allow_random_lpips=allow_random_lpips)

@@ -158,7 +158,7 @@ class LPIPSMetric:
         if not weights_path.is_file():
             reason = (
                 f"no ImageNet weights for the LPIPS {net} backbone at {weights_path} "
-                f"(put torchvision's {LPIPS_BACKBONE_FILES[net]} there or pass backbone_weights)"
+                f"(put torchvision's {LPIPS_BACKBONE_FILES[net]} there or set eval.lpips_weights=PATH)"
             )
             if not allow_random_backbone:
                 self.unavailable_reason = reason

@@ -38,6 +38,7 @@ from scenetok.hookspecs import get_plugin_manager
 from scenetok.model import SceneTok
 from scenetok.recipe import Recipe, RecipeError, load_recipe, upgrade_stored_recipe
 from scenetok.render_io import loss_curve_png
+from scenetok.run_record import end_session, start_session
 from scenetok.sections import TrainConfig
 from scenetok.train.ema import EMA, EMAConfig
 from scenetok.train.schedules import KLWeightScheduleConfig, LRScheduleConfig, build_lr_scheduler, kl_weight
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 
 #: Keys of ``train`` that may change between the original command and a resume.
 RESUMABLE_CHANGES = {"steps", "minutes", "log_every", "checkpoint_every", "keep_checkpoints",
-                     "validate_every", "num_workers"}
+                     "validate_every", "num_workers", "loggers"}
 
 
 class TrainingAborted(RuntimeError):
@@ -215,6 +216,8 @@ class Trainer:
         self._stop_signal: str | None = None
         self._last_saved_step: int | None = None
         self._validation_data: Any = None
+        #: ``(step, PNG path)`` of the newest validation grid (read by logger hooks), or ``None``.
+        self.last_validation: tuple[int, Path] | None = None
         self.ddp_model: nn.Module = self.model
         if self.context.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -392,15 +395,18 @@ class Trainer:
                 micro_batches = []
                 elapsed = time.monotonic() - started
                 last["steps_per_s"] = (self.step - started_step) / max(elapsed, 1e-9)
-                hooks.scenetok_on_train_step_end(trainer=self, step=self.step, metrics=last)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.1e}")
                 if self.context.is_main and (self.step % cfg.log_every == 0 or self.step == 1):
                     with metrics_path.open("a") as f:
                         f.write(json.dumps({"step": self.step, "time": round(elapsed, 3), **last}) + "\n")
+                    # Also with a progress bar: a redirected log of a long run needs these lines.
+                    log.info("%s", progress_line(self.step, end_step, last, elapsed, deadline))
                 if cfg.validate_every and self.step % cfg.validate_every == 0 and self.context.is_main:
                     self.validate()
+                # After the step's validation, so loggers see its grid (trainer.last_validation).
+                hooks.scenetok_on_train_step_end(trainer=self, step=self.step, metrics=last)
                 if self._stop_signal:
                     reason = "interrupted"
                     break
@@ -419,9 +425,9 @@ class Trainer:
                 signal.signal(sig, old)
         if reason != "aborted" and self._last_saved_step != self.step:
             self.save()
-        hooks.scenetok_on_train_end(trainer=self)
         if self.context.is_main:
-            self._write_loss_curve(metrics_path)
+            self._write_loss_curve(metrics_path)  # before the hook, so loggers can attach it
+        hooks.scenetok_on_train_end(trainer=self)
         return TrainResult(self.run_dir, self.step, reason, last)
 
     def _write_loss_curve(self, metrics_path: Path) -> None:
@@ -444,7 +450,30 @@ class Trainer:
         prediction = self.model.reconstruct(batch, generator=torch.Generator().manual_seed(0))
         out = self.run_dir / "validation" / f"step_{self.step:06d}.png"
         write_grid(out, batch, {"model": prediction.cpu()})
+        self.last_validation = (self.step, out)
         return out
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def progress_line(step: int, end_step: int | None, metrics: dict[str, float], elapsed: float,
+                  deadline: float | None, now: float | None = None) -> str:
+    """One periodic training log line: step, loss terms, lr, speed and the time left (from
+    ``train.steps``, or from the ``train.minutes`` budget, whichever ends first)."""
+    speed = metrics.get("steps_per_s", 0.0)
+    remaining = []
+    if end_step is not None and speed > 0:
+        remaining.append((end_step - step) / speed)
+    if deadline is not None:
+        remaining.append(deadline - (time.monotonic() if now is None else now))
+    eta = _duration(min(remaining)) if remaining else "?"
+    total = f"/{end_step}" if end_step is not None else ""
+    return (f"step {step}{total}  loss {metrics['loss']:.4f} (mse {metrics['mse']:.4f}, kl {metrics['kl']:.3g})  "
+            f"lr {metrics['lr']:.2e}  {speed:.2f} steps/s  elapsed {_duration(elapsed)}  ETA {eta}")
 
 
 def _check_resume_compatible(stored: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
@@ -466,12 +495,32 @@ def _check_resume_compatible(stored: dict[str, Any], current: dict[str, Any], ru
                            + ". Use a new --run directory."])
 
 
+def fit_recorded(trainer: Trainer, overrides: Iterable[str] = ()) -> TrainResult:
+    """``trainer.fit()`` with the session recorded in ``RUN/run.json`` (command line, overrides,
+    versions, git commit; how it ended, including a crash)."""
+    main = trainer.context.is_main
+    if main:
+        start_session(trainer.run_dir, trainer.recipe.source, list(overrides), trainer.step)
+    status = "failed"
+    try:
+        result = trainer.fit()
+        status = result.reason
+        return result
+    except BaseException as error:
+        status = f"failed: {type(error).__name__}: {error}"
+        raise
+    finally:
+        if main:
+            end_session(trainer.run_dir, status, trainer.step)
+
+
 def train_recipe(recipe_path: str | Path, overrides: Iterable[str] = (), run_dir: str | Path = "runs/default",
                  progress: bool = True) -> TrainResult:
     """Train (or resume) ``recipe_path`` with ``overrides`` in ``run_dir``."""
     context = init_distributed()
     run_dir = Path(run_dir)
-    recipe = load_recipe(recipe_path, list(overrides))
+    overrides = list(overrides)
+    recipe = load_recipe(recipe_path, overrides)
     stored_path = run_dir / "recipe.yaml"
     if stored_path.exists():
         import yaml
@@ -481,7 +530,7 @@ def train_recipe(recipe_path: str | Path, overrides: Iterable[str] = (), run_dir
     trainer = Trainer(recipe, run_dir, progress=progress, context=context)
     trainer.resume()
     try:
-        return trainer.fit()
+        return fit_recorded(trainer, overrides)
     finally:
         if context.enabled:
             import torch.distributed as dist

@@ -134,3 +134,16 @@ def test_scenetok_dl3dv_commands(tmp_path, hashes, benchmark_root, capsys):
     # the hash list of an index
     assert scenetok_main(["dl3dv", "split", "--from", str(out), "--out", str(tmp_path / "list.txt")]) == 0
     assert read_hash_list(tmp_path / "list.txt") == hashes[1:4]
+
+
+def test_many_missing_benchmark_scenes_are_one_warning(tmp_path, hashes, caplog):
+    import logging
+
+    write_synthetic_dl3dv(tmp_path / "dl3dv", hashes, layout="subsets", folders=())
+    absent = [synthetic_hash(2000 + i) for i in range(50)]
+    listed = write_hash_list([hashes[1], *absent], tmp_path / "dl3dv140.txt")
+    with caplog.at_level(logging.WARNING):
+        test = DL3DVDataset(DL3DVDataset.Config(root=str(tmp_path / "dl3dv"), split="test", benchmark=str(listed)))
+    assert len(test.skipped) == 50
+    about_scenes = [r.getMessage() for r in caplog.records if any(h in r.getMessage() for h in absent)]
+    assert len(about_scenes) == 1 and "50 of 51 benchmark scenes are not under" in about_scenes[0]

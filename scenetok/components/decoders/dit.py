@@ -199,7 +199,8 @@ class DiTDecoder(Decoder):
         h, w = self.latent_size
         p = config.patch_size
         if h % p or w % p:
-            raise ValueError(f"latent size {self.latent_size} is not divisible by patch_size {p}")
+            raise ValueError(f"latent size {self.latent_size} (dataset.image_size / the image compressor's "
+                             f"spatial factor) is not divisible by decoder.patch_size {p}")
         self.grid_size = (h // p, w // p)
         self.camera_patch_size = camera_patch_for_grid(config.camera_resolution, config.camera_patch_size,
                                                        self.grid_size[0], "latent token grid")

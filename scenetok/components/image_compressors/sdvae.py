@@ -87,6 +87,9 @@ class SDVAE(ImageCompressor):
             if not self.block_out_channels or self.latent_channels < 1 or self.micro_batch < 0:
                 raise ValueError("block_out_channels must be non-empty, latent_channels >= 1, micro_batch >= 0")
 
+    #: Released weights (read by ``scenetok validate``; see :func:`scenetok.weights.recipe_weights`).
+    weights_name: ClassVar[str] = DEFAULT_NAME
+    weights_source: ClassVar[str] = SOURCE
     presets: ClassVar[dict[str, dict]] = {
         "tiny": {"block_out_channels": [32, 32, 64, 64], "layers_per_block": 1},
     }
@@ -117,11 +120,11 @@ class SDVAE(ImageCompressor):
                                                  local_files_only=True)
         if not self.config.config_dir:
             raise MissingWeightsError(
-                f"sdvae: {path} is a single weights file; set sdvae.config_dir to a local folder holding its "
+                f"sdvae: {path} is a single weights file; set image_compressor.config_dir to a local folder holding its "
                 f"config.json (e.g. the one from {SOURCE}) -- nothing is fetched from the Hub"
             )
         config_dir = resolve_weights(self.config.config_dir, default_name="", component="sdvae.config_dir",
-                                     source=SOURCE)
+                                     source=SOURCE, key="image_compressor.config_dir")
         logger.info("sdvae: loading single file %s with config %s", path, config_dir)
         # `config=` keeps diffusers from asking the Hub for a config (ENVIRONMENT §2).
         return AutoencoderKL.from_single_file(str(path), config=str(config_dir), local_files_only=True)

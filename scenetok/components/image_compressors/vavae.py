@@ -121,6 +121,9 @@ class VAVAE(ImageCompressor):
             if self.layers_per_block < 1 or self.latent_channels < 1 or self.micro_batch < 0:
                 raise ValueError("layers_per_block and latent_channels must be >= 1, micro_batch >= 0")
 
+    #: Released weights (read by ``scenetok validate``; see :func:`scenetok.weights.recipe_weights`).
+    weights_name: ClassVar[str] = CHECKPOINT_NAME
+    weights_source: ClassVar[str] = CHECKPOINT_SOURCE
     presets: ClassVar[dict[str, dict]] = {
         # Paper size (69.8 M parameters); the defaults already are this.
         "f16d32": {},
@@ -178,7 +181,7 @@ class VAVAE(ImageCompressor):
                 return torch.zeros(channels), torch.ones(channels)
             return builtin
         path = resolve_weights(choice, default_name="latents_stats.pt", component="vavae.latent_stats",
-                               source=STATS_SOURCE)
+                               source=STATS_SOURCE, key="image_compressor.latent_stats")
         stats = torch.load(Path(path), map_location="cpu", weights_only=True)
         if not isinstance(stats, dict) or "mean" not in stats or "std" not in stats:
             raise ValueError(f"vavae.latent_stats: {path} must hold a dict with 'mean' and 'std' tensors")

@@ -136,6 +136,9 @@ class Wan22VAE(ImageCompressor):
             if self.patch_size < 0:
                 raise ValueError(f"patch_size must be >= 0, got {self.patch_size}")
 
+    #: Released weights (read by ``scenetok validate``; see :func:`scenetok.weights.recipe_weights`).
+    weights_name: ClassVar[str] = DEFAULT_NAME
+    weights_source: ClassVar[str] = SOURCE
     presets: ClassVar[dict[str, dict]] = {
         # A CPU-test size (FORMATS/ENVIRONMENT §3): 0.8 M parameters, spatial factor 8.
         "tiny": {"base_dim": 16, "decoder_base_dim": 16, "z_dim": 4, "dim_mult": [1, 2, 2, 2],

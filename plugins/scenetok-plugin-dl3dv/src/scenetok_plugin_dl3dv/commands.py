@@ -56,12 +56,13 @@ def scenetok_add_commands(subparsers: Any) -> None:
     index.add_argument("--benchmark", help="DL3DV-140 hash list (one hash per line) or an index JSON; "
                        "without it every scene found is indexed")
     index.add_argument("--out", required=True, help="output JSON path")
-    index.add_argument("--context-views", type=int, default=16)
+    index.add_argument("--context-views", type=int, default=16, help="context frames per scene (paper: 16)")
     index.add_argument("--target-views", type=int, default=32,
                        help="contiguous targets per scene (34 = two Wan chunks of 17 frames)")
-    index.add_argument("--seed", type=int, default=0)
+    index.add_argument("--seed", type=int, default=0, help="seed of the target-window placement")
     index.add_argument("--resolution", default="images_4", help="image folder whose frames exist on disk")
-    index.add_argument("--context-sampling", choices=["farthest", "uniform"], default="farthest")
+    index.add_argument("--context-sampling", choices=["farthest", "uniform"], default="farthest",
+                       help="context frames by farthest-point sampling over poses, or uniformly spaced")
     index.set_defaults(func=_cmd_index)
 
     split = actions.add_parser("split", help="write a DL3DV-140 hash list from an evaluation index JSON",

@@ -138,6 +138,10 @@ class DL3DVDataset(TransformsSceneDataset):
         def transforms_file(self) -> str:
             return "transforms.json"
 
+    data_help: ClassVar[str] = ("How to download DL3DV and lay it out: the sections 'Data licence and download' and "
+                                "'Data layout' of the scenetok-plugin-dl3dv README (plugins/scenetok-plugin-dl3dv/"
+                                "README.md, or `pip show -f scenetok-plugin-dl3dv`).")
+
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # The 480P release (images_8, 480x270): enough for 256 x 256 crops.
         "480p": {"resolution": "images_8"},
@@ -161,16 +165,21 @@ class DL3DVDataset(TransformsSceneDataset):
         kept = {key: path for key, path in found.items() if (scene_hash(key) in wanted) == in_benchmark}
         if in_benchmark:
             present = {scene_hash(key) for key in kept}
-            for missing in (value for value in listed if value not in present):
+            absent = [value for value in listed if value not in present]
+            for missing in absent:  # recorded one by one, warned about once below
                 self.record_skip(missing, "listed in the DL3DV benchmark but not found on disk",
-                                 str(self.config.benchmark))
+                                 str(self.config.benchmark), warn=False)
+            if absent:
+                logger.warning("dl3dv: %d of %d benchmark scenes are not under %s and are skipped (first: %s)",
+                               len(absent), len(listed), root, ", ".join(absent[:3]))
             logger.info("dl3dv: %d of %d benchmark scenes found under %s", len(kept), len(listed), root)
         else:
             logger.info("dl3dv: %d training scenes (%d benchmark scenes excluded)", len(kept), len(found) - len(kept))
         if not kept:
             raise FileNotFoundError(
-                f"dl3dv: no {split} scene under {root} with benchmark list {self.config.benchmark} "
-                f"({'none of the listed scenes is there' if in_benchmark else 'every scene found is listed'})"
+                f"dl3dv: no {split} scene under dataset.root={root} with benchmark list {self.config.benchmark} "
+                f"({'none of the listed scenes is there' if in_benchmark else 'every scene found is listed'}). "
+                + self.data_help
             )
         return kept
 
