@@ -142,11 +142,24 @@ class StepBatchSampler:
             step += 1
 
 
+class NoUsableSamplesError(RuntimeError):
+    """Every sample tried for one batch position was unusable (see the skip report)."""
+
+
 class EpochIndexed(torch.utils.data.Dataset):
     """Lets a batch sampler address samples as ``(epoch, index)``: the dataset's view selection
     depends on ``(seed, epoch, index)`` (see ``SceneDataset.set_epoch``), so every epoch sees new
-    views of each scene and the sample of a step never depends on loader state. Corrupt samples
-    are skipped (and reported) by the dataset itself."""
+    views of each scene and the sample of a step never depends on loader state.
+
+    Corrupt samples are skipped (and reported) by the dataset itself, which tries the following
+    samples; when that fails too (a whole stretch of bad scenes), replacements are drawn from a
+    permutation seeded by ``(epoch, index)``, so a step's data stays a pure function of the step
+    and a bad stretch never wedges the run at one step. Only when :attr:`replacement_attempts`
+    replacements fail as well does :class:`NoUsableSamplesError` stop the run (with the reasons).
+    """
+
+    #: Replacement draws per batch position after the dataset's own skipping gave up.
+    replacement_attempts = 8
 
     def __init__(self, dataset: Any):
         self.dataset = dataset
@@ -154,11 +167,32 @@ class EpochIndexed(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
+    def _load(self, epoch: int, index: int) -> Any:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
         return self.dataset[index]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        try:
+            return self._load(epoch, index)
+        except Exception as error:  # noqa: BLE001 - a bad stretch of data: draw replacements
+            errors = [f"{type(error).__name__}: {error}"]
+        size = len(self.dataset)
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(
+            (epoch * 1_000_003 + index) % (2**63)))
+        for replacement in order[: self.replacement_attempts].tolist():
+            try:
+                sample = self._load(epoch, int(replacement))
+            except Exception as error:  # noqa: BLE001
+                errors.append(f"{type(error).__name__}: {error}")
+                continue
+            log.warning("sample %d (epoch %d) and the following ones are unusable; using sample %d instead",
+                        index, epoch, replacement)
+            return sample
+        raise NoUsableSamplesError(
+            f"no usable training sample: {len(errors)} attempts from sample {index} (epoch {epoch}) failed; "
+            f"check the dataset (dataset.report_path lists every skipped scene). Last: {errors[-1][:500]}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,8 +359,10 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped_total += 1
             self.consecutive_skips += 1
-            log.warning("step %d skipped (%s, grad norm %.3g); %d in a row", self.step,
-                        "non-finite" if bad else "huge gradient", grad_norm, self.consecutive_skips)
+            scenes = [scene for batch in micro_batches for scene in batch.scenes]
+            log.warning("step %d skipped (%s, grad norm %.3g; scenes: %s); %d in a row", self.step,
+                        "non-finite" if bad else "huge gradient", grad_norm, ", ".join(scenes) or "?",
+                        self.consecutive_skips)
             if self.consecutive_skips >= cfg.max_consecutive_skips:
                 raise TrainingAborted(
                     f"{self.consecutive_skips} consecutive steps skipped (last: {'NaN/Inf' if bad else 'huge'} "
