@@ -139,6 +139,25 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bounded(kind: type, low: float, what: str):
+    """An argparse ``type`` that rejects values below ``low`` before any work starts."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value != value or value < low:  # NaN or too small
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _bounded(int, 1, "an integer >= 1")
+non_negative_int = _bounded(int, 0, "an integer >= 0")
+positive_float = _bounded(float, 1e-9, "a number > 0")
+
+
 def _recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe YAML file")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides")
@@ -183,7 +202,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides (e.g. eval.steps=10)")
     p.add_argument("--index", type=Path, help="evaluation index JSON (default: eval.index or a generated one)")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/eval)")
-    p.add_argument("--max-scenes", type=int, default=None, help="evaluate at most this many scenes")
+    p.add_argument("--max-scenes", type=positive_int, default=None, help="evaluate at most this many scenes (>= 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
@@ -194,7 +213,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
     p.add_argument("--scene", default=None, help="scene key or dataset index (default: first test scene)")
     p.add_argument("--trajectory", choices=["spline", "orbit", "targets"], default=None)
-    p.add_argument("--frames", type=int, default=None, help="number of frames")
+    p.add_argument("--frames", type=positive_int, default=None, help="number of frames (>= 1)")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/render)")
     p.add_argument("--stochastic", action="store_true", help="sample tokens/noise instead of the deterministic mode")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -206,7 +225,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        "rooms against the baselines, render a video, print a summary.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of recipes/quickstart.yaml")
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="run directory")
-    p.add_argument("--minutes", type=float, default=None,
+    p.add_argument("--minutes", type=positive_float, default=None,
                    help="total budget in minutes including evaluation (default from the recipe)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_quickstart)
@@ -218,13 +237,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="output directory")
     q.add_argument("--split", default="train", help="dataset split")
-    q.add_argument("--index", type=int, default=0, help="sample index")
+    q.add_argument("--index", type=non_negative_int, default=0, help="sample index (>= 0)")
     q.set_defaults(func=cmd_data_preview)
     q = data_sub.add_parser("index", help="write a deterministic evaluation index JSON")
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="output JSON file")
     q.add_argument("--split", default="test", help="dataset split")
-    q.add_argument("--seed", type=int, default=0, help="selection seed")
+    q.add_argument("--seed", type=non_negative_int, default=0, help="selection seed (>= 0)")
     q.set_defaults(func=cmd_data_index)
     q = data_sub.add_parser("convert", help="convert images + camera JSON into RE10K-style chunks")
     q.add_argument("source", type=Path, help="folder of scene folders (images + cameras JSON)")
@@ -236,6 +255,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="cache directory (resumable)")
     q.add_argument("--split", default="train", help="dataset split")
-    q.add_argument("--epochs", type=int, default=1, help="epochs of view selections to cache")
+    q.add_argument("--epochs", type=positive_int, default=1, help="epochs of view selections to cache (>= 1)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_data_cache)

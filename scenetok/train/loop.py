@@ -36,7 +36,7 @@ from scenetok.data.dataset import build_dataset
 from scenetok.eval.report import write_grid
 from scenetok.hookspecs import get_plugin_manager
 from scenetok.model import SceneTok
-from scenetok.recipe import Recipe, RecipeError, load_recipe, upgrade_stored_recipe
+from scenetok.recipe import Recipe, RecipeError, load_recipe, read_recipe_file, upgrade_stored_recipe
 from scenetok.render_io import loss_curve_png
 from scenetok.sections import TrainConfig
 from scenetok.train.ema import EMA, EMAConfig
@@ -511,9 +511,7 @@ def train_recipe(recipe_path: str | Path, overrides: Iterable[str] = (), run_dir
     recipe = load_recipe(recipe_path, list(overrides))
     stored_path = run_dir / "recipe.yaml"
     if stored_path.exists():
-        import yaml
-
-        stored = yaml.safe_load(stored_path.read_text())
+        stored = read_recipe_file(stored_path)
         _check_resume_compatible(upgrade_stored_recipe(stored), recipe.resolved(), run_dir)
     trainer = Trainer(recipe, run_dir, progress=progress, context=context)
     trainer.resume()
