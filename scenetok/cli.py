@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from scenetok import __version__, registry
-from scenetok.hookspecs import get_plugin_manager
+from scenetok.hookspecs import HookCallError, HookLoadError, call_hook, hook_plugin_status
 from scenetok.recipe import RecipeError, list_recipes
 from scenetok.registry import RegistryError
 from scenetok.sections import CORE_SECTIONS
@@ -229,10 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recipes)
 
     # Every other command (core's own and plugins') comes through the scenetok_add_commands hook.
-    try:
-        get_plugin_manager().hook.scenetok_add_commands(subparsers=sub)
-    except Exception as error:  # noqa: BLE001 - a broken hook must not break the CLI
-        log.warning("a plugin's scenetok_add_commands hook failed: %s", error)
+    call_hook("scenetok_add_commands", subparsers=sub)  # each plugin's isolated (see call_hook)
     return parser
 
 
@@ -254,14 +251,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (RecipeError, RegistryError, FileNotFoundError) as error:
-        if debug:
-            raise
-        print(f"scenetok: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("scenetok: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        if debug or not isinstance(error, expected_errors()):
+            raise
+        print(f"scenetok: error: {_describe(error)}", file=sys.stderr)
+        return 2
+
+
+#: Errors a user can cause and fix (bad recipe, data, checkpoint, disk, value), given as
+#: ``(module, class name)`` so that the CLI imports nothing heavy: a class whose module was never
+#: imported cannot have been raised.
+_EXPECTED_LAZY = (
+    ("scenetok.checkpoint", "CheckpointError"),
+    ("scenetok.interfaces", "CorruptSampleError"),
+    ("scenetok.train.loop", "TrainingAborted"),
+    ("scenetok.train.loop", "NoUsableSamplesError"),
+    ("safetensors", "SafetensorError"),
+    ("yaml", "YAMLError"),
+)
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes the CLI reports as one line with exit code 2 (``--debug``: traceback)."""
+    found: list[type[BaseException]] = [RecipeError, RegistryError, HookLoadError, HookCallError,
+                                        OSError, ValueError, RecursionError, MemoryError]
+    for module_name, class_name in _EXPECTED_LAZY:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, class_name, None) if module is not None else None
+        if isinstance(cls, type):
+            found.append(cls)
+    return tuple(found)
+
+
+def _describe(error: BaseException) -> str:
+    """The message of an expected error, with its class where the message alone is ambiguous."""
+    import errno
+
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return f"no space left on the device: {text}"
+    if isinstance(error, (RecursionError, MemoryError)):
+        return f"input too large or too deeply nested ({type(error).__name__}: {text[:200]})"
+    if isinstance(error, (RecipeError, RegistryError, HookLoadError)) or type(error).__module__.startswith("scenetok"):
+        return text
+    return f"{type(error).__name__}: {text}" if not isinstance(error, (FileNotFoundError, ValueError)) else text
 
 
 if __name__ == "__main__":  # pragma: no cover

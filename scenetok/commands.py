@@ -57,7 +57,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     result = train_recipe(args.recipe, args.overrides, run_dir=args.run, progress=not args.no_progress)
     print(f"run directory: {result.run_dir}  (step {result.step}, stopped: {result.reason})")
-    return 0 if result.reason in ("finished", "budget", "interrupted") else 1
+    if result.signal:  # the checkpoint is written; exit as a process killed by it would (128 + N)
+        import signal
+
+        return 128 + int(signal.Signals[result.signal])
+    return 0 if result.reason in ("finished", "budget") else 1
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

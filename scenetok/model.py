@@ -109,7 +109,14 @@ class SceneTok(nn.Module):
                                f"(process {trained_process}); it cannot be rendered with process "
                                f"{wanted_process}. Retrain with that sampler instead."])
         model = cls(recipe).to(device)
-        state = checkpoint.tensors["ema"] if ema and "ema" in checkpoint.tensors else checkpoint.tensors["model"]
+        use_ema = ema and "ema" in checkpoint.tensors
+        state = checkpoint.tensors["ema"] if use_ema else checkpoint.tensors["model"]
+        broken = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+        if broken:
+            log.warning("%s: %d of %d %s weight tensors hold NaN/Inf (e.g. %s); renders and metrics will be NaN%s",
+                        checkpoint.path, len(broken), len(state), "EMA" if use_ema else "model", broken[0],
+                        " (the EMA averaged a diverged step; load with ema=False for the raw weights)"
+                        if use_ema else "")
         model.networks().load_state_dict(state)
         model.trained_step = checkpoint.step
         return model.eval()

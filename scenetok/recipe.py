@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from scenetok import registry
-from scenetok.hookspecs import get_plugin_manager
+from scenetok.hookspecs import call_hook
 from scenetok.sections import CORE_SECTIONS
 
 log = logging.getLogger(__name__)
@@ -435,8 +435,9 @@ class Recipe:
             out["description"] = self.data["description"]
         for section, spec in self.components.items():
             node = {"name": spec.name}
-            if spec.info is not None and spec.info.distribution not in ("<override>",) and \
-                    "provider" in self.data.get(section, {}):
+            if spec.info is not None and spec.info.distribution not in ("<override>",):
+                # Recorded so that a run keeps loading the same component when another package
+                # registering the same name is installed later.
                 node["provider"] = spec.info.distribution
             node.update(_config_to_plain(spec.config))
             out[section] = node
@@ -574,7 +575,7 @@ def validate(composed: ComposedRecipe) -> Recipe:
         config = build_config(cls.Config, values, section, errors, defaults=defaults, origin=composed.origin)
         if config is not None:
             components[section] = ComponentSpec(section, kind, name, cls, config, preset,
-                                                registry.provider_of(kind, name))
+                                                registry.provider_of(kind, name, provider))
 
     sections: dict[str, Any] = {}
     for section, config_cls in CORE_SECTIONS.items():
@@ -589,7 +590,7 @@ def validate(composed: ComposedRecipe) -> Recipe:
     recipe = Recipe(source=composed.source, data=data, components=components, sections=sections,
                     notes=list(composed.notes), seed=int(data.get("seed", 0) or 0))
     if not errors:
-        get_plugin_manager().hook.scenetok_validate_recipe(recipe=recipe, errors=errors)
+        call_hook("scenetok_validate_recipe", recipe=recipe, errors=errors)
     if errors:
         raise RecipeError(errors, source=None)
     for note in composed.notes:
@@ -607,7 +608,16 @@ def upgrade_stored_recipe(data: Mapping[str, Any]) -> dict[str, Any]:
     changed). scenetok 0.1 kept the inference step count in ``sampler.steps`` and rendering
     settings in ``eval``; they now live in the one ``render`` section."""
     data = copy.deepcopy(dict(data))
-    data.pop(PROVENANCE_KEY, None)
+    provenance = data.pop(PROVENANCE_KEY, None)
+    if isinstance(provenance, dict):
+        # Runs written before providers were recorded in the nodes: the provenance names the
+        # distribution that provided each component, so a later name collision cannot change it.
+        for section, origin in provenance.items():
+            node = data.get(section)
+            if isinstance(node, dict) and isinstance(origin, dict) and "provider" not in node \
+                    and isinstance(origin.get("distribution"), str) and origin["distribution"] != "<override>" \
+                    and origin.get("name") == node.get("name"):
+                node["provider"] = origin["distribution"]
     render = data.setdefault("render", {})
     sampler = data.get("sampler", {})
     if isinstance(sampler, dict) and "steps" in sampler:

@@ -30,11 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from scenetok.checkpoint import capture_rng_state, list_checkpoints, load_checkpoint, restore_rng_state, save_checkpoint
+from scenetok.checkpoint import CheckpointError, capture_rng_state, list_checkpoints, load_checkpoint, restore_rng_state, save_checkpoint
 from scenetok.data.cache import CachedLatentDataset
 from scenetok.data.dataset import build_dataset
 from scenetok.eval.report import write_grid
-from scenetok.hookspecs import get_plugin_manager
+from scenetok.hookspecs import HookCallError, call_hook
 from scenetok.model import SceneTok
 from scenetok.recipe import Recipe, RecipeError, load_recipe, read_recipe_file, upgrade_stored_recipe
 from scenetok.render_io import loss_curve_png
@@ -58,8 +58,9 @@ class TrainingAborted(RuntimeError):
 class TrainResult:
     run_dir: Path
     step: int
-    reason: str  # "finished", "budget", "interrupted", "aborted"
+    reason: str  # "finished", "budget", "interrupted", "aborted", "data_error", "hook_failed"
     metrics: dict[str, float] = field(default_factory=dict)
+    signal: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,17 +301,25 @@ class Trainer:
         if not list_checkpoints(self.run_dir):
             return False
         checkpoint = load_checkpoint(self.run_dir, map_location=self.device)
-        self.networks.load_state_dict(checkpoint.tensors["model"])
-        if self.ema is not None and "ema" in checkpoint.tensors:
-            self.ema.load_state_dict(checkpoint.tensors["ema"], num_updates=checkpoint.state.get("ema_num_updates"))
-        if checkpoint.state.get("compressor_frozen"):
-            self.model.freeze_compressor()
-        self.optimizer.load_state_dict(checkpoint.state["optimizer"])
-        self.scheduler.load_state_dict(checkpoint.state["scheduler"])
-        restore_rng_state(checkpoint.state["rng"])
-        self.step = int(checkpoint.state["step"])
+        try:
+            self.networks.load_state_dict(checkpoint.tensors["model"])
+            if self.ema is not None and "ema" in checkpoint.tensors:
+                self.ema.load_state_dict(checkpoint.tensors["ema"],
+                                         num_updates=checkpoint.state.get("ema_num_updates"))
+            if checkpoint.state.get("compressor_frozen"):
+                self.model.freeze_compressor()
+            self.optimizer.load_state_dict(checkpoint.state["optimizer"])
+            self.scheduler.load_state_dict(checkpoint.state["scheduler"])
+            restore_rng_state(checkpoint.state["rng"])
+            self.step = int(checkpoint.state["step"])
+            self.skipped_total = int(checkpoint.state.get("skipped_total", 0))
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as error:
+            # the files are intact (hashes match) but their content does not fit this run
+            raise CheckpointError(f"{checkpoint.path}: its state does not fit this run "
+                                  f"({type(error).__name__}: {str(error)[:300]})") from error
+        if self.step < 0:
+            raise CheckpointError(f"{checkpoint.path}: step {self.step} < 0")
         self._last_saved_step = self.step
-        self.skipped_total = int(checkpoint.state.get("skipped_total", 0))
         log.info("resumed from %s at step %d", checkpoint.path, self.step)
         return True
 
@@ -402,15 +411,14 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         cfg = self.config
-        hooks = get_plugin_manager().hook
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path = self.run_dir / "metrics.jsonl"
         if self.context.is_main:
             self.recipe.dump(self.run_dir / "recipe.yaml")
+            truncate_metrics(metrics_path, self.step)
         end_step = cfg.steps if cfg.steps > 0 else None
         deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes > 0 else None
         previous_handlers = self._install_signal_handlers()
-        metrics_path = self.run_dir / "metrics.jsonl"
-        hooks.scenetok_on_train_start(trainer=self)
         reason = "finished"
         last: dict[str, float] = {}
         bar = None
@@ -420,6 +428,7 @@ class Trainer:
             bar = tqdm(total=end_step, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         started, started_step = time.monotonic(), self.step
         try:
+            call_hook("scenetok_on_train_start", trainer=self)
             micro_batches: list[SceneBatch] = []
             for batch in self._loader(end_step):
                 micro_batches.append(batch)
@@ -429,7 +438,7 @@ class Trainer:
                 micro_batches = []
                 elapsed = time.monotonic() - started
                 last["steps_per_s"] = (self.step - started_step) / max(elapsed, 1e-9)
-                hooks.scenetok_on_train_step_end(trainer=self, step=self.step, metrics=last)
+                call_hook("scenetok_on_train_step_end", trainer=self, step=self.step, metrics=last)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.1e}")
@@ -449,6 +458,12 @@ class Trainer:
         except TrainingAborted as error:
             log.error("%s", error)
             reason = "aborted"
+        except NoUsableSamplesError as error:
+            log.error("%s", error)
+            reason = "data_error"  # the steps so far are kept (checkpoint below)
+        except HookCallError as error:
+            log.error("%s; writing a checkpoint and stopping", error)
+            reason = "hook_failed"
         finally:
             if bar is not None:
                 bar.close()
@@ -456,10 +471,14 @@ class Trainer:
                 signal.signal(sig, old)
         if reason != "aborted" and self._last_saved_step != self.step:
             self.save()
-        hooks.scenetok_on_train_end(trainer=self)
+        try:
+            call_hook("scenetok_on_train_end", trainer=self)
+        except HookCallError as error:
+            log.error("%s", error)
+            reason = "hook_failed"
         if self.context.is_main:
             self._write_loss_curve(metrics_path)
-        return TrainResult(self.run_dir, self.step, reason, last)
+        return TrainResult(self.run_dir, self.step, reason, last, signal=self._stop_signal)
 
     def _write_loss_curve(self, metrics_path: Path) -> None:
         if not metrics_path.exists():
@@ -482,6 +501,29 @@ class Trainer:
         out = self.run_dir / "validation" / f"step_{self.step:06d}.png"
         write_grid(out, batch, {"model": prediction.cpu()})
         return out
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the lines of ``metrics.jsonl`` logged after ``step`` (the checkpoint a run resumes
+    from), so a resumed run does not log the same steps twice; rewritten atomically."""
+    if not path.exists():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            logged = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            dropped += 1  # a line torn by a kill in the middle of a write
+            continue
+        if logged <= step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+        log.info("%s: dropped %d lines after step %d (resumed there)", path, dropped, step)
 
 
 def _check_resume_compatible(stored: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
