@@ -68,6 +68,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 checks[(info.kind, info.name, info.distribution)] = f"FAIL: {error}"
                 if args.debug:
                     log.exception("check of %s %s failed", info.kind, info.name)
+    hooks = hook_plugin_status() if not args.kind else []
+    if args.check and any(record["status"] != "ok" for record in hooks):
+        failed = True
     if args.json:
         payload: dict[str, Any] = {
             "python": sys.executable,
@@ -80,6 +83,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             if args.check:
                 entry["check"] = checks[(info.kind, info.name, info.distribution)]
             payload["components"][info.kind].append(entry)
+        if not args.kind:
+            payload["hooks"] = hooks  # {"name", "distribution", "value", "hooks", "status"}
         print(json.dumps(payload, indent=2))
         return 1 if failed else 0
     print(f"scenetok {__version__}  python: {sys.executable}")
@@ -97,8 +102,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             if args.check:
                 line += "  " + checks[(info.kind, info.name, info.distribution)]
             print(line)
+    if hooks:
+        print("\nhook plugins (scenetok.hooks):")
+        for record in hooks:
+            status = record["status"] if record["status"] != "ok" else ", ".join(record["hooks"]) or "(no hooks)"
+            print(f"  {record['name']:<{width}}  {record['distribution']:<{pwidth}}  {record['value']}  {status}")
     if args.check:
-        print("\nall components import and validate" if not failed else "\nsome components FAILED the check")
+        print("\nall components and hooks import and validate" if not failed else "\nsome components or hooks FAILED the check")
     return 1 if failed else 0
 
 
@@ -234,7 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except (HookLoadError, HookCallError) as error:  # strict plugin mode: a broken hook plugin is fatal
+        if "--debug" in (argv if argv is not None else sys.argv[1:]):
+            raise
+        print(f"scenetok: error: {error}", file=sys.stderr)
+        return 2
     # Overrides may follow options (`train R --run D a.b=1`): argparse leaves those unparsed.
     args, extra = parser.parse_known_args(argv)
     if extra:
