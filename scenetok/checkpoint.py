@@ -415,6 +415,12 @@ def save_checkpoint(
         _fsync_file(tmp_dir / MANIFEST)
         _fsync_dir(tmp_dir)
 
+        if final_dir.exists() and not _looks_complete(final_dir):
+            # A damaged checkpoint of the same step (the run fell back past it): kept for
+            # inspection like the newer ones of an abandoned timeline, never deleted.
+            stale = checkpoints_dir / f"stale-{final_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            logger.warning("%s is damaged; renamed to %s before writing step %d again", final_dir, stale.name, step)
+            os.replace(final_dir, stale)
         if final_dir.exists():
             # Re-saving a step (e.g. after a resume): move the old one aside first because a
             # directory cannot be renamed over a non-empty one.
@@ -435,6 +441,17 @@ def save_checkpoint(
         _prune(checkpoints_dir, keep_last)
     logger.info("saved checkpoint %s", final_dir)
     return final_dir
+
+
+def _looks_complete(checkpoint_dir: Path) -> bool:
+    """Whether a checkpoint directory loads (manifest, sizes, hashes, every file parses). Only
+    asked when a step is written a second time, which happens after a run fell back past a
+    checkpoint that did not load: such a one is kept as ``stale-*`` evidence, never deleted."""
+    try:
+        _load_dir(checkpoint_dir, "cpu", verify_hashes=True)
+    except (CheckpointError, OSError):
+        return False
+    return True
 
 
 def _retire_newer_checkpoints(checkpoints_dir: Path, step: int) -> None:

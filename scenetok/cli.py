@@ -273,7 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if debug or not isinstance(error, expected_errors()):
             raise
-        print(f"scenetok: error: {_describe(error)}", file=sys.stderr)
+        # backslashreplace: a message may quote undecodable input (lone surrogates from argv)
+        message = _describe(error).encode("utf-8", "backslashreplace").decode("utf-8")
+        print(f"scenetok: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -398,7 +398,7 @@ def check_model_size(recipe: Recipe, image_size: tuple[int, int]) -> str | None:
     parameter count and the memory estimate; ``None`` when it may fit."""
     try:
         parameters = estimate_trainable_parameters(recipe, image_size)
-    except (ValueError, TypeError, KeyError, RuntimeError) as error:
+    except (ValueError, TypeError, KeyError, RuntimeError, ZeroDivisionError, OverflowError) as error:
         log.debug("size estimate skipped: %s", error)
         return None  # the full build below reports the configuration error itself
     total = sum(parameters.values())
@@ -411,6 +411,11 @@ def check_model_size(recipe: Recipe, image_size: tuple[int, int]) -> str | None:
             f"training step ({TRAIN_BYTES_PER_PARAMETER} bytes each: weights, gradients, AdamW moments); this "
             f"machine has {available / 2**30:,.1f} GiB. Lower decoder/token_compressor depth or width "
             f"(SCENETOK_MEMORY_BYTES overrides the machine size).")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _check_view_counts(dataset: Any) -> list[str]:
@@ -470,8 +475,9 @@ def check_recipe(recipe: Recipe) -> list[str]:
     # Building on the meta device runs every constructor's own validation for free.
     try:
         build_components(recipe, image_size, device="meta", networks_only=True)
-    except (ValueError, TypeError, KeyError) as error:
-        errors.append(f"model: the components do not fit together: {error}")
+    except (ValueError, TypeError, KeyError, RuntimeError, ZeroDivisionError, OverflowError) as error:
+        # RuntimeError: torch's own argument checks (e.g. a negative init std)
+        errors.append(f"model: the components do not fit together: {_first_line(error)}")
     return errors
 
 

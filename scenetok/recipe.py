@@ -554,6 +554,12 @@ def validate(composed: ComposedRecipe) -> Recipe:
                 errors.append(f"{where(section + '.' + bad)}: recipes choose components by name only; "
                               "import paths are never read from a recipe")
         provider = node.get("provider")
+        if provider is not None and not isinstance(provider, str):
+            errors.append(f"{where(section + '.provider')}: must be a distribution name, got {provider!r}")
+            continue
+        if node.get("preset") is not None and not isinstance(node.get("preset"), str):
+            errors.append(f"{where(section + '.preset')}: must be a preset name, got {node.get('preset')!r}")
+            continue
         try:
             cls = registry.get_component(kind, name, provider=provider)
         except registry.RegistryError as error:
@@ -588,7 +594,8 @@ def validate(composed: ComposedRecipe) -> Recipe:
             sections[section] = config
 
     recipe = Recipe(source=composed.source, data=data, components=components, sections=sections,
-                    notes=list(composed.notes), seed=int(data.get("seed", 0) or 0))
+                    notes=list(composed.notes),
+                    seed=data["seed"] if isinstance(data.get("seed"), int) else 0)  # a bad seed is in errors
     if not errors:
         call_hook("scenetok_validate_recipe", recipe=recipe, errors=errors)
     if errors:
