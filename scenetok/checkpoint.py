@@ -298,6 +298,28 @@ def _safetensors_ready(group: str, tensors: Mapping[str, Tensor]) -> dict[str, T
     return ready
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode() -> int:
+    """The mode a plain ``open(..., "w")`` would give a new file under the current umask."""
+    return 0o666 & ~_umask()
+
+
+def _save_tensors(tensors: Mapping[str, Tensor], path: Path) -> None:
+    """``safetensors.save_file`` whose write failures (a full disk) are :class:`CheckpointError`
+    naming the file, not a bare ``SafetensorError``."""
+    try:
+        save_file(tensors, str(path))
+    except (SafetensorError, OSError) as error:
+        free = shutil.disk_usage(path.parent).free
+        raise CheckpointError(f"{path}: could not be written ({error}); {free / 2**20:.0f} MiB free on that "
+                              "disk. The previous checkpoints are untouched.") from error
+
+
 def _step_dirname(step: int) -> str:
     return f"step_{step:06d}"
 
@@ -356,20 +378,23 @@ def save_checkpoint(
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final_dir = checkpoints_dir / _step_dirname(step)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".tmp-{final_dir.name}-", dir=checkpoints_dir))
+    mode = _default_mode()
     try:
+        os.chmod(tmp_dir, mode | 0o111 & ~_umask())  # mkdtemp makes 0700; a checkpoint is shared like any file
         files: dict[str, dict[str, Any]] = {}
 
         def record(name: str) -> None:
             path = tmp_dir / name
+            os.chmod(path, mode)
             _fsync_file(path)
             files[name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
 
         for group, group_tensors in tensors.items():
-            save_file(_safetensors_ready(group, group_tensors), str(tmp_dir / f"{group}.safetensors"))
+            _save_tensors(_safetensors_ready(group, group_tensors), tmp_dir / f"{group}.safetensors")
             record(f"{group}.safetensors")
 
         skeleton, state_tensors = flatten_state(dict(state or {}))
-        save_file(_safetensors_ready("state", state_tensors), str(tmp_dir / STATE_TENSORS))
+        _save_tensors(_safetensors_ready("state", state_tensors), tmp_dir / STATE_TENSORS)
         record(STATE_TENSORS)
         (tmp_dir / STATE_JSON).write_text(json.dumps(skeleton, allow_nan=False))
         record(STATE_JSON)
@@ -386,9 +411,16 @@ def save_checkpoint(
             "files": files,
         }
         (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        os.chmod(tmp_dir / MANIFEST, mode)
         _fsync_file(tmp_dir / MANIFEST)
         _fsync_dir(tmp_dir)
 
+        if final_dir.exists() and not _looks_complete(final_dir):
+            # A damaged checkpoint of the same step (the run fell back past it): kept for
+            # inspection like the newer ones of an abandoned timeline, never deleted.
+            stale = checkpoints_dir / f"stale-{final_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            logger.warning("%s is damaged; renamed to %s before writing step %d again", final_dir, stale.name, step)
+            os.replace(final_dir, stale)
         if final_dir.exists():
             # Re-saving a step (e.g. after a resume): move the old one aside first because a
             # directory cannot be renamed over a non-empty one.
@@ -409,6 +441,17 @@ def save_checkpoint(
         _prune(checkpoints_dir, keep_last)
     logger.info("saved checkpoint %s", final_dir)
     return final_dir
+
+
+def _looks_complete(checkpoint_dir: Path) -> bool:
+    """Whether a checkpoint directory loads (manifest, sizes, hashes, every file parses). Only
+    asked when a step is written a second time, which happens after a run fell back past a
+    checkpoint that did not load: such a one is kept as ``stale-*`` evidence, never deleted."""
+    try:
+        _load_dir(checkpoint_dir, "cpu", verify_hashes=True)
+    except (CheckpointError, OSError):
+        return False
+    return True
 
 
 def _retire_newer_checkpoints(checkpoints_dir: Path, step: int) -> None:
@@ -458,6 +501,11 @@ def _prune(checkpoints_dir: Path, keep_last: int) -> None:
 
 def _verify(checkpoint_dir: Path, manifest: Mapping[str, Any], verify_hashes: bool) -> None:
     for name, expected in manifest["files"].items():
+        if not isinstance(name, str) or not _GROUP_NAME.match(name) or name.startswith("."):
+            raise CheckpointError(f"{checkpoint_dir / MANIFEST}: file name {name!r} is not a plain file name")
+        if not isinstance(expected, dict) or not isinstance(expected.get("bytes"), int) \
+                or not isinstance(expected.get("sha256"), str):
+            raise CheckpointError(f"{checkpoint_dir / MANIFEST}: entry of {name} needs 'bytes' and 'sha256'")
         path = checkpoint_dir / name
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (listed in {MANIFEST})")
@@ -477,8 +525,8 @@ def _load_dir(checkpoint_dir: Path, map_location: str | torch.device, verify_has
         groups = list(manifest["groups"])
     except FileNotFoundError as error:
         raise CheckpointError(f"{manifest_path}: missing; not a complete checkpoint") from error
-    except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{manifest_path}: unreadable manifest ({error})") from error
+    except (ValueError, KeyError, TypeError, RecursionError, OSError) as error:
+        raise CheckpointError(f"{manifest_path}: unreadable manifest ({type(error).__name__}: {str(error)[:300]})") from error
     if manifest.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{manifest_path}: format_version {manifest.get('format_version')!r}, "
@@ -486,6 +534,9 @@ def _load_dir(checkpoint_dir: Path, map_location: str | torch.device, verify_has
         )
     if not isinstance(files, dict):
         raise CheckpointError(f"{manifest_path}: 'files' is not a mapping")
+    bad_groups = [g for g in groups if not isinstance(g, str) or not _GROUP_NAME.match(g) or g.startswith(".")]
+    if bad_groups:
+        raise CheckpointError(f"{manifest_path}: group {bad_groups[0]!r} is not a plain file name")
     _verify(checkpoint_dir, manifest, verify_hashes)
 
     device = str(map_location)
@@ -501,8 +552,8 @@ def _load_dir(checkpoint_dir: Path, map_location: str | torch.device, verify_has
         state = unflatten_state(json.loads(current.read_text()), state_tensors)
         current = checkpoint_dir / RECIPE_JSON
         recipe = json.loads(current.read_text())
-    except (SafetensorError, OSError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{current}: unreadable ({error})") from error
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+        raise CheckpointError(f"{current}: unreadable ({type(error).__name__}: {str(error)[:300]})") from error
     return Checkpoint(
         step=step, tensors=tensors, state=state, recipe=recipe, path=checkpoint_dir, manifest=manifest
     )
@@ -552,4 +603,4 @@ def load_checkpoint(
                 "resuming from %s (step %d) instead of the newest checkpoint", candidate, checkpoint.step
             )
         return checkpoint
-    raise CheckpointError(f"every checkpoint under {path} is damaged:\n  " + "\n  ".join(errors))
+    raise CheckpointError(f"every checkpoint under {path} is damaged: " + "; ".join(errors))

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from scenetok import __version__, registry
-from scenetok.hookspecs import get_plugin_manager
+from scenetok.hookspecs import HookCallError, HookLoadError, call_hook, hook_plugin_status
 from scenetok.recipe import RecipeError, list_recipes
 from scenetok.registry import RegistryError
 from scenetok.sections import CORE_SECTIONS
@@ -83,6 +83,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 checks[(info.kind, info.name, info.distribution)] = f"FAIL: {error}"
                 if args.debug:
                     log.exception("check of %s %s failed", info.kind, info.name)
+    hooks = hook_plugin_status() if not args.kind else []
+    if args.check and any(record["status"] != "ok" for record in hooks):
+        failed = True
     if args.json:
         payload: dict[str, Any] = {
             "python": sys.executable,
@@ -95,6 +98,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             if args.check:
                 entry["check"] = checks[(info.kind, info.name, info.distribution)]
             payload["components"][info.kind].append(entry)
+        if not args.kind:
+            payload["hooks"] = hooks  # {"name", "distribution", "value", "hooks", "status"}
         print(json.dumps(payload, indent=2))
         return 1 if failed else 0
     print(f"scenetok {__version__}  python: {sys.executable}")
@@ -116,8 +121,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(line)
     if args.pattern and not rows:
         print(f"\nno installed component matches {args.pattern!r}")
+    if hooks and not args.pattern:  # a name pattern selects components; hooks are listed unfiltered otherwise
+        print("\nhook plugins (scenetok.hooks):")
+        width = max([len(record["name"]) for record in hooks] + [4])
+        pwidth = max([len(record["distribution"]) for record in hooks] + [8])
+        for record in hooks:
+            status = record["status"] if record["status"] != "ok" else ", ".join(record["hooks"]) or "(no hooks)"
+            print(f"  {record['name']:<{width}}  {record['distribution']:<{pwidth}}  {record['value']}  {status}")
     if args.check:
-        print("\nall components import and validate" if not failed else "\nsome components FAILED the check")
+        print("\nall components and hooks import and validate" if not failed else "\nsome components or hooks FAILED the check")
     return 1 if failed else 0
 
 
@@ -249,15 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recipes)
 
     # Every other command (core's own and plugins') comes through the scenetok_add_commands hook.
-    try:
-        get_plugin_manager().hook.scenetok_add_commands(subparsers=sub)
-    except Exception as error:  # noqa: BLE001 - a broken hook must not break the CLI
-        log.warning("a plugin's scenetok_add_commands hook failed: %s", error)
+    call_hook("scenetok_add_commands", subparsers=sub)  # each plugin's isolated (see call_hook)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except (HookLoadError, HookCallError) as error:  # strict plugin mode: a broken hook plugin is fatal
+        if "--debug" in (argv if argv is not None else sys.argv[1:]):
+            raise
+        print(f"scenetok: error: {error}", file=sys.stderr)
+        return 2
     # Overrides may follow options (`train R --run D a.b=1`): argparse leaves those unparsed.
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -274,14 +289,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (RecipeError, RegistryError, FileNotFoundError) as error:
-        if debug:
-            raise
-        print(f"scenetok: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("scenetok: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        if debug or not isinstance(error, expected_errors()):
+            raise
+        # backslashreplace: a message may quote undecodable input (lone surrogates from argv)
+        message = _describe(error).encode("utf-8", "backslashreplace").decode("utf-8")
+        print(f"scenetok: error: {message}", file=sys.stderr)
+        return 2
+
+
+#: Errors a user can cause and fix (bad recipe, data, checkpoint, disk, value), given as
+#: ``(module, class name)`` so that the CLI imports nothing heavy: a class whose module was never
+#: imported cannot have been raised.
+_EXPECTED_LAZY = (
+    ("scenetok.checkpoint", "CheckpointError"),
+    ("scenetok.interfaces", "CorruptSampleError"),
+    ("scenetok.train.loop", "TrainingAborted"),
+    ("scenetok.train.loop", "NoUsableSamplesError"),
+    ("safetensors", "SafetensorError"),
+    ("yaml", "YAMLError"),
+)
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes the CLI reports as one line with exit code 2 (``--debug``: traceback)."""
+    found: list[type[BaseException]] = [RecipeError, RegistryError, HookLoadError, HookCallError,
+                                        OSError, ValueError, RecursionError, MemoryError]
+    for module_name, class_name in _EXPECTED_LAZY:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, class_name, None) if module is not None else None
+        if isinstance(cls, type):
+            found.append(cls)
+    return tuple(found)
+
+
+def _describe(error: BaseException) -> str:
+    """The message of an expected error, with its class where the message alone is ambiguous."""
+    import errno
+
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return f"no space left on the device: {text}"
+    if isinstance(error, (RecursionError, MemoryError)):
+        return f"input too large or too deeply nested ({type(error).__name__}: {text[:200]})"
+    if isinstance(error, (RecipeError, RegistryError, HookLoadError)) or type(error).__module__.startswith("scenetok"):
+        return text
+    return f"{type(error).__name__}: {text}" if not isinstance(error, (FileNotFoundError, ValueError)) else text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -100,7 +100,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     result = train_recipe(args.recipe, args.overrides, run_dir=args.run, progress=_progress(args))
     print(f"run directory: {result.run_dir}  (step {result.step}, stopped: {result.reason})")
-    return 0 if result.reason in ("finished", "budget", "interrupted") else 1
+    if result.signal:  # the checkpoint is written; exit as a process killed by it would (128 + N)
+        import signal
+
+        return 128 + int(signal.Signals[result.signal])
+    return 0 if result.reason in ("finished", "budget") else 1
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -207,6 +211,25 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bounded(kind: type, low: float, what: str):
+    """An argparse ``type`` that rejects values below ``low`` before any work starts."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value != value or value < low:  # NaN or too small
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _bounded(int, 1, "an integer >= 1")
+non_negative_int = _bounded(int, 0, "an integer >= 0")
+positive_float = _bounded(float, 1e-9, "a number > 0")
+
+
 def _recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe YAML file or shipped recipe name (see `scenetok recipes`)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides")
@@ -254,7 +277,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides (e.g. eval.steps=10)")
     p.add_argument("--index", type=Path, help="evaluation index JSON (default: eval.index or a generated one)")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/eval)")
-    p.add_argument("--max-scenes", type=int, default=None, help="evaluate at most this many scenes")
+    p.add_argument("--max-scenes", type=positive_int, default=None, help="evaluate at most this many scenes (>= 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
@@ -267,7 +290,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trajectory", choices=["spline", "orbit", "targets"], default=None,
                    help="camera path (default: render.trajectory): a spline through the context poses, an orbit "
                    "around the scene centre, or the dataset's target frames")
-    p.add_argument("--frames", type=int, default=None, help="number of frames")
+    p.add_argument("--frames", type=positive_int, default=None, help="number of frames (>= 1)")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/render)")
     p.add_argument("--stochastic", action="store_true", help="sample tokens/noise instead of the deterministic mode")
     view = p.add_mutually_exclusive_group()
@@ -293,7 +316,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        "rooms against the baselines, render a video, print a summary.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of recipes/quickstart.yaml")
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="run directory")
-    p.add_argument("--minutes", type=float, default=None,
+    p.add_argument("--minutes", type=positive_float, default=None,
                    help="train for a wall-clock budget instead of train.steps (total minutes including "
                    "evaluation; the step count then depends on machine load)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -306,13 +329,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="output directory")
     q.add_argument("--split", default=None, help="dataset split (default: dataset.split of the recipe)")
-    q.add_argument("--index", type=int, default=0, help="sample index")
+    q.add_argument("--index", type=non_negative_int, default=0, help="sample index (>= 0)")
     q.set_defaults(func=cmd_data_preview)
     q = data_sub.add_parser("index", help="write a deterministic evaluation index JSON")
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="output JSON file")
     q.add_argument("--split", default=None, help="dataset split (default: eval.split)")
-    q.add_argument("--seed", type=int, default=0, help="selection seed")
+    q.add_argument("--seed", type=non_negative_int, default=0, help="selection seed (>= 0)")
     q.set_defaults(func=cmd_data_index)
     q = data_sub.add_parser("convert", help="convert images + camera JSON into RE10K-style chunks")
     q.add_argument("source", type=Path, help="folder of scene folders (images + cameras JSON)")
@@ -324,6 +347,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="cache directory (resumable)")
     q.add_argument("--split", default=None, help="dataset split (default: train)")
-    q.add_argument("--epochs", type=int, default=1, help="epochs of view selections to cache")
+    q.add_argument("--epochs", type=positive_int, default=1, help="epochs of view selections to cache (>= 1)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_data_cache)

@@ -174,7 +174,14 @@ class SceneTok(nn.Module):
                                f"(process {trained_process}); it cannot be rendered with process "
                                f"{wanted_process}. Retrain with that sampler instead."])
         model = cls(recipe).to(device)
-        state = checkpoint.tensors["ema"] if ema and "ema" in checkpoint.tensors else checkpoint.tensors["model"]
+        use_ema = ema and "ema" in checkpoint.tensors
+        state = checkpoint.tensors["ema"] if use_ema else checkpoint.tensors["model"]
+        broken = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+        if broken:
+            log.warning("%s: %d of %d %s weight tensors hold NaN/Inf (e.g. %s); renders and metrics will be NaN%s",
+                        checkpoint.path, len(broken), len(state), "EMA" if use_ema else "model", broken[0],
+                        " (the EMA averaged a diverged step; load with ema=False for the raw weights)"
+                        if use_ema else "")
         model.networks().load_state_dict(state)
         model.trained_step = checkpoint.step
         return model.eval()
@@ -416,6 +423,101 @@ def build_components(recipe: Recipe, image_size: tuple[int, int], device: torch.
     return out
 
 
+#: Bytes one trainable parameter costs in a training step: fp32 weight, gradient and the two AdamW
+#: moments (activations come on top, so this is a lower bound).
+TRAIN_BYTES_PER_PARAMETER = 16
+#: Config fields that stack repeated blocks; the size estimate builds with 1 and 2 of them.
+_DEPTH_FIELDS = ("depth", "num_layers", "layers")
+
+
+def machine_memory_bytes() -> int:
+    """Memory a training step can use here: the GPU's when one is present, else physical RAM
+    (``SCENETOK_MEMORY_BYTES`` overrides both, e.g. to validate for a bigger machine)."""
+    import os
+
+    if os.environ.get("SCENETOK_MEMORY_BYTES"):
+        return int(float(os.environ["SCENETOK_MEMORY_BYTES"]))
+    if torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: no limit known
+        return 2**62
+
+
+def _with_depth(spec: Any, depth: int) -> Any:
+    config = spec.config
+    changes = {f.name: depth for f in dataclasses.fields(config)
+               if f.name in _DEPTH_FIELDS and isinstance(getattr(config, f.name), int)}
+    return dataclasses.replace(spec, config=dataclasses.replace(config, **changes)) if changes else spec
+
+
+def estimate_trainable_parameters(recipe: Recipe, image_size: tuple[int, int]) -> dict[str, int]:
+    """Trainable parameters of the token compressor and decoder *without* building them at their
+    depth: both are built on the meta device with 1 and 2 blocks and the count is extrapolated
+    linearly in ``depth`` (exact for stacks of identical blocks), so ``decoder.depth=1000000000``
+    is measured in milliseconds instead of constructing a billion modules."""
+    counts: dict[int, dict[str, int]] = {}
+    for depth in (1, 2):
+        shallow = dataclasses.replace(recipe, components={
+            section: _with_depth(spec, depth) if section in ("token_compressor", "decoder") else spec
+            for section, spec in recipe.components.items()})
+        built = build_components(shallow, image_size, device="meta", networks_only=True)
+        counts[depth] = {section: count_parameters(built[section]) for section in ("token_compressor", "decoder")}
+    out = {}
+    for section in ("token_compressor", "decoder"):
+        config = recipe[section].config
+        depth = max([getattr(config, f.name) for f in dataclasses.fields(config)
+                     if f.name in _DEPTH_FIELDS and isinstance(getattr(config, f.name), int)] or [1])
+        per_block = counts[2][section] - counts[1][section]
+        out[section] = counts[1][section] + (depth - 1) * per_block
+    return out
+
+
+def check_model_size(recipe: Recipe, image_size: tuple[int, int]) -> str | None:
+    """An error message when one training step of ``recipe`` cannot fit this machine, naming the
+    parameter count and the memory estimate; ``None`` when it may fit."""
+    try:
+        parameters = estimate_trainable_parameters(recipe, image_size)
+    except (ValueError, TypeError, KeyError, RuntimeError, ZeroDivisionError, OverflowError) as error:
+        log.debug("size estimate skipped: %s", error)
+        return None  # the full build below reports the configuration error itself
+    total = sum(parameters.values())
+    needed = total * TRAIN_BYTES_PER_PARAMETER
+    available = machine_memory_bytes()
+    if needed <= available:
+        return None
+    detail = ", ".join(f"{section} {count:,}" for section, count in parameters.items())
+    return (f"model: {total:,} trainable parameters ({detail}) need at least {needed / 2**30:,.1f} GiB for one "
+            f"training step ({TRAIN_BYTES_PER_PARAMETER} bytes each: weights, gradients, AdamW moments); this "
+            f"machine has {available / 2**30:,.1f} GiB. Lower decoder/token_compressor depth or width "
+            f"(SCENETOK_MEMORY_BYTES overrides the machine size).")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _check_view_counts(dataset: Any) -> list[str]:
+    """View counts that no scene can satisfy, where the dataset config says how long its scenes or
+    context windows are (``frames_per_scene``, ``window_max``): caught here instead of every
+    sample being skipped at training time."""
+    errors = []
+    views = getattr(dataset, "context_views", None)
+    if not isinstance(views, int):
+        return errors
+    frames = getattr(dataset, "frames_per_scene", None)
+    if isinstance(frames, int) and frames > 0 and views > frames:
+        errors.append(f"dataset.context_views: {views} distinct context views cannot be drawn from scenes of "
+                      f"dataset.frames_per_scene={frames} frames")
+    window = getattr(dataset, "window_max", None)
+    if isinstance(window, int) and window > 0 and views > window:
+        errors.append(f"dataset.context_views: {views} distinct context views cannot be drawn from a context "
+                      f"window of dataset.window_max={window} frames")
+    return errors
+
+
 def check_recipe(recipe: Recipe) -> list[str]:
     """Cross-component checks on a validated recipe (no weights, no data; builds on ``meta``).
 
@@ -449,13 +551,18 @@ def check_recipe(recipe: Recipe) -> list[str]:
         except ValueError as error:
             errors.append(f"dataset.target_views: {target_views} frames do not fit the target autoencoder "
                           f"{target.name!r}: {error}")
+    errors.extend(_check_view_counts(recipe["dataset"].config))
     if errors:
         return errors
+    too_big = check_model_size(recipe, image_size)
+    if too_big is not None:
+        return [too_big]
     # Building on the meta device runs every constructor's own validation for free.
     try:
         build_components(recipe, image_size, device="meta", networks_only=True)
-    except (ValueError, TypeError, KeyError) as error:
-        errors.append(f"model: the components do not fit together: {error}")
+    except (ValueError, TypeError, KeyError, RuntimeError, ZeroDivisionError, OverflowError) as error:
+        # RuntimeError: torch's own argument checks (e.g. a negative init std)
+        errors.append(f"model: the components do not fit together: {_first_line(error)}")
     return errors
 
 

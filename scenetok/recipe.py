@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import difflib
 import logging
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from scenetok import registry
-from scenetok.hookspecs import get_plugin_manager
+from scenetok.hookspecs import call_hook
 from scenetok.sections import CORE_SECTIONS
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,17 @@ RESERVED_KEYS = ("name", "preset", "provider")
 PROVENANCE_KEY = "provenance"
 
 COMMAND_LINE = "<command line>"
+
+#: Limits on what a recipe file may hold. A real recipe is a few KB with a handful of levels; the
+#: limits stop hostile or broken files (YAML alias bombs, ``extends: /dev/zero``, deep nesting)
+#: before they cost minutes or gigabytes.
+MAX_RECIPE_BYTES = 1_000_000
+#: Values after alias expansion (a "billion laughs" file expands to ~10^9 from a few hundred bytes).
+MAX_RECIPE_NODES = 100_000
+#: Nesting depth of mappings/lists.
+MAX_RECIPE_DEPTH = 32
+#: Files in one ``extends`` chain.
+MAX_EXTENDS_DEPTH = 32
 
 
 class RecipeError(ValueError):
@@ -187,15 +199,79 @@ def _merge_section(composed: ComposedRecipe, section: str, value: Any, origin: s
     data[section] = _merge_node(old, value, section, origin, composed)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise RecipeError([f"recipe file not found: {path}"]) from None
+def _check_bounds(data: Any, where: str) -> None:
+    """Refuse values that nest deeper than :data:`MAX_RECIPE_DEPTH`, expand (YAML aliases counted
+    once per use) to more than :data:`MAX_RECIPE_NODES` values, or contain themselves (a
+    self-referencing alias). Shared nodes are measured once, so this is linear in the file."""
+    measured: dict[int, tuple[int, int]] = {}  # id -> (expanded size, height)
+    open_nodes: set[int] = set()
+
+    def measure(value: Any, depth: int) -> tuple[int, int]:
+        if not isinstance(value, (dict, list)):
+            return 1, 0
+        key = id(value)
+        if key in open_nodes:
+            raise RecipeError([f"{where}: a YAML alias refers to itself (a recursive value)"])
+        if key not in measured:
+            if depth > MAX_RECIPE_DEPTH:
+                raise RecipeError([f"{where}: nested deeper than {MAX_RECIPE_DEPTH} levels"])
+            open_nodes.add(key)
+            children = value.values() if isinstance(value, dict) else value
+            size, height = 1, 0
+            for child in children:
+                child_size, child_height = measure(child, depth + 1)
+                size += child_size
+                height = max(height, child_height + 1)
+                if size > MAX_RECIPE_NODES:
+                    raise RecipeError([f"{where}: more than {MAX_RECIPE_NODES:,} values after expanding YAML "
+                                       "aliases (an alias bomb?)"])
+            open_nodes.discard(key)
+            measured[key] = (size, height)
+        size, height = measured[key]
+        if depth + height > MAX_RECIPE_DEPTH:
+            raise RecipeError([f"{where}: nested deeper than {MAX_RECIPE_DEPTH} levels"])
+        return size, height
+
+    measure(data, 0)
+
+
+def load_yaml_bounded(text: str, where: str) -> Any:
+    """``yaml.safe_load`` with the recipe limits (size, nesting, alias expansion, recursion); every
+    failure is a one-line :class:`RecipeError` naming ``where``."""
+    if len(text) > MAX_RECIPE_BYTES:
+        raise RecipeError([f"{where}: {len(text):,} characters, more than a recipe may hold ({MAX_RECIPE_BYTES:,})"])
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise RecipeError([f"{path}: not valid YAML: {error}"]) from None
+        raise RecipeError([f"{where}: not valid YAML: {error}"]) from None
+    except RecursionError:
+        raise RecipeError([f"{where}: nested deeper than {MAX_RECIPE_DEPTH} levels"]) from None
+    _check_bounds(data, where)
+    return data
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A recipe file's top-level mapping; only regular files up to :data:`MAX_RECIPE_BYTES`."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise RecipeError([f"recipe file not found: {path}"]) from None
+    except OSError as error:
+        raise RecipeError([f"{path}: cannot be read: {error.strerror or error}"]) from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a device, pipe or socket)"
+        raise RecipeError([f"{path}: a recipe must be a regular YAML file; this is {kind}"])
+    if info.st_size > MAX_RECIPE_BYTES:
+        raise RecipeError([f"{path}: {info.st_size:,} bytes, more than a recipe may hold ({MAX_RECIPE_BYTES:,})"])
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_RECIPE_BYTES + 1)  # the file may grow after stat
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RecipeError([f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"]) from None
+    except OSError as error:
+        raise RecipeError([f"{path}: cannot be read: {error.strerror or error}"]) from None
+    data = load_yaml_bounded(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -203,11 +279,17 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+#: Public name of the bounded reader (used for the ``recipe.yaml`` of a run directory).
+read_recipe_file = _read_yaml
+
+
 def _compose_file(path: Path, composed: ComposedRecipe, stack: tuple[Path, ...]) -> None:
     path = path.resolve()
     if path in stack:
         chain = " -> ".join(str(p) for p in (*stack, path))
         raise RecipeError([f"`extends` cycle: {chain}"])
+    if len(stack) >= MAX_EXTENDS_DEPTH:
+        raise RecipeError([f"{path}: `extends` chain longer than {MAX_EXTENDS_DEPTH} files"])
     data = _read_yaml(path)
     extends = data.pop("extends", None)
     if extends is not None:
@@ -231,10 +313,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise RecipeError([f"override {text!r} has an empty key"])
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as error:
-        raise RecipeError([f"override {text!r}: value is not valid YAML: {error}"]) from None
+    value = load_yaml_bounded(raw, f"override {key}") if raw.strip() else ""
     return key, value
 
 
@@ -334,6 +413,7 @@ def compose(path: str | Path, overrides: Iterable[str] = ()) -> ComposedRecipe:
 def compose_dict(data: Mapping[str, Any], source: str = "<dict>", overrides: Iterable[str] = ()) -> ComposedRecipe:
     """Phase 1 for an in-memory recipe (e.g. the one stored in a checkpoint)."""
     composed = ComposedRecipe(source=source, data={})
+    _check_bounds(dict(data), source)
     for section, value in data.items():
         if section == "extends":
             raise RecipeError([f"{source}: `extends` is only allowed in recipe files"])
@@ -392,8 +472,9 @@ class Recipe:
             out["description"] = self.data["description"]
         for section, spec in self.components.items():
             node = {"name": spec.name}
-            if spec.info is not None and spec.info.distribution not in ("<override>",) and \
-                    "provider" in self.data.get(section, {}):
+            if spec.info is not None and spec.info.distribution not in ("<override>",):
+                # Recorded so that a run keeps loading the same component when another package
+                # registering the same name is installed later.
                 node["provider"] = spec.info.distribution
             node.update(_config_to_plain(spec.config))
             out[section] = node
@@ -577,6 +658,12 @@ def validate(composed: ComposedRecipe, *, log_notes: bool = True) -> Recipe:
                 errors.append(f"{where(section + '.' + bad)}: recipes choose components by name only; "
                               "import paths are never read from a recipe")
         provider = node.get("provider")
+        if provider is not None and not isinstance(provider, str):
+            errors.append(f"{where(section + '.provider')}: must be a distribution name, got {provider!r}")
+            continue
+        if node.get("preset") is not None and not isinstance(node.get("preset"), str):
+            errors.append(f"{where(section + '.preset')}: must be a preset name, got {node.get('preset')!r}")
+            continue
         try:
             cls = registry.get_component(kind, name, provider=provider)
         except registry.RegistryError as error:
@@ -604,7 +691,7 @@ def validate(composed: ComposedRecipe, *, log_notes: bool = True) -> Recipe:
         config = build_config(cls.Config, values, section, errors, defaults=defaults, origin=composed.origin)
         if config is not None:
             components[section] = ComponentSpec(section, kind, name, cls, config, preset,
-                                                registry.provider_of(kind, name))
+                                                registry.provider_of(kind, name, provider))
 
     sections: dict[str, Any] = {}
     for section, config_cls in CORE_SECTIONS.items():
@@ -617,9 +704,10 @@ def validate(composed: ComposedRecipe, *, log_notes: bool = True) -> Recipe:
             sections[section] = config
 
     recipe = Recipe(source=composed.source, data=data, components=components, sections=sections,
-                    notes=notes, seed=int(data.get("seed", 0) or 0))
+                    notes=notes,
+                    seed=data["seed"] if isinstance(data.get("seed"), int) else 0)  # a bad seed is in errors
     if not errors:
-        get_plugin_manager().hook.scenetok_validate_recipe(recipe=recipe, errors=errors)
+        call_hook("scenetok_validate_recipe", recipe=recipe, errors=errors)
     if errors:
         raise RecipeError(errors, source=None)
     if log_notes:  # callers that print the notes themselves (`scenetok validate`) turn this off
@@ -639,7 +727,16 @@ def upgrade_stored_recipe(data: Mapping[str, Any]) -> dict[str, Any]:
     changed). scenetok 0.1 kept the inference step count in ``sampler.steps`` and rendering
     settings in ``eval``; they now live in the one ``render`` section."""
     data = copy.deepcopy(dict(data))
-    data.pop(PROVENANCE_KEY, None)
+    provenance = data.pop(PROVENANCE_KEY, None)
+    if isinstance(provenance, dict):
+        # Runs written before providers were recorded in the nodes: the provenance names the
+        # distribution that provided each component, so a later name collision cannot change it.
+        for section, origin in provenance.items():
+            node = data.get(section)
+            if isinstance(node, dict) and isinstance(origin, dict) and "provider" not in node \
+                    and isinstance(origin.get("distribution"), str) and origin["distribution"] != "<override>" \
+                    and origin.get("name") == node.get("name"):
+                node["provider"] = origin["distribution"]
     render = data.setdefault("render", {})
     sampler = data.get("sampler", {})
     if isinstance(sampler, dict) and "steps" in sampler:

@@ -301,9 +301,12 @@ def override(kind: str, name: str, cls: type) -> Iterator[type]:
             _OVERRIDES[key] = previous
 
 
-def provider_of(kind: str, name: str) -> ComponentInfo | None:
-    """Metadata of the component that ``get_component`` would load (no import)."""
+def provider_of(kind: str, name: str, provider: str | None = None) -> ComponentInfo | None:
+    """Metadata of the component that ``get_component(kind, name, provider)`` would load (no
+    import); ``None`` for a test override or an unknown name."""
+    if (kind, name) in _OVERRIDES and provider in (None, "<override>"):
+        return None
     for info in list_components(kind):
-        if info.name == name:
+        if info.name == name and (provider is None or _normalise_dist(info.distribution) == _normalise_dist(provider)):
             return info
     return None

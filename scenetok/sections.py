@@ -7,8 +7,9 @@ loader, ``scenetok plugins show`` and every layer above read the same definition
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 #: Rollout strategies for trajectories longer than the decoder window (see :mod:`scenetok.rollout`).
 STRATEGIES = ("full_sequence", "autoregressive", "pyramid")
@@ -58,34 +59,36 @@ class TrainConfig:
     makes sense on any machine.
 
     Attributes:
-        steps: optimiser steps to run: the reproducible budget (0 = until ``minutes`` run out).
-        minutes: wall-clock cap in minutes (0 = no limit); training stops cleanly at the cap. The
-            steps reached then depend on machine load, so compare runs by ``steps``.
-        batch_size: scenes per step *per process*.
-        grad_accumulation: micro-batches per optimiser step.
-        lr: peak learning rate (AdamW).
-        weight_decay: AdamW weight decay (torch default 0.01, as the paper).
-        betas: AdamW betas.
-        warmup_steps: linear warm-up length; the LR starts at ``warmup_factor * lr``.
-        warmup_factor: initial LR factor of the warm-up (paper 5e-4).
+        steps: optimiser steps to run, >= 0: the reproducible budget (0 = until ``minutes`` run out).
+        minutes: wall-clock cap in minutes, >= 0 (0 = no limit); training stops cleanly at the cap.
+            The steps reached then depend on machine load, so compare runs by ``steps``.
+            ``steps`` and ``minutes`` cannot both be 0.
+        batch_size: scenes per step *per process*, >= 1.
+        grad_accumulation: micro-batches per optimiser step, >= 1.
+        lr: peak learning rate (AdamW), finite and > 0.
+        weight_decay: AdamW weight decay, finite and >= 0 (torch default 0.01, as the paper).
+        betas: AdamW betas, two values in [0, 1).
+        warmup_steps: linear warm-up length, >= 0; the LR starts at ``warmup_factor * lr``.
+        warmup_factor: initial LR factor of the warm-up, in (0, 1] (paper 5e-4).
         decay: ``"constant"``, ``"multistep"`` or ``"cosine"`` after warm-up.
-        milestones: multistep milestones, counted after the warm-up (paper [20k, 150k, 500k]).
-        gamma: multistep decay factor (paper 0.4).
-        min_lr_factor: final LR factor of the cosine decay.
-        grad_clip: max global gradient norm (paper 0.05 on RE10K).
+        milestones: multistep milestones (each >= 0), counted after the warm-up (paper [20k,
+            150k, 500k]).
+        gamma: multistep decay factor, in (0, 1] (paper 0.4).
+        min_lr_factor: final LR factor of the cosine decay, in [0, 1].
+        grad_clip: max global gradient norm, >= 0 (0 = no clipping; paper 0.05 on RE10K).
         skip_grad_norm: a step whose global gradient norm (before clipping) exceeds this is
-            skipped (0 = never); NaN/Inf gradients are always skipped.
-        max_consecutive_skips: abort after this many skipped steps in a row.
+            skipped, >= 0 (0 = never); NaN/Inf gradients are always skipped.
+        max_consecutive_skips: abort after this many skipped steps in a row, >= 1.
         precision: ``"auto"`` (bf16 autocast where supported), ``"bf16"`` or ``"fp32"``.
-        ema_decay: EMA of the weights (0 = no EMA).
-        freeze_compressor_after: freeze the token compressor after this step (0 = never).
-        kl_weights: KL weight schedule ``[w0, w1]`` (paper 1e-10 both on RE10K).
-        kl_schedule: ``[s0, s1]``: w0 until s0, linear to w1 at s1.
-        log_every: steps between metric log lines in ``metrics.jsonl``.
-        checkpoint_every: steps between checkpoints (and at the end / on SIGINT).
-        keep_checkpoints: how many recent checkpoints to keep.
-        validate_every: steps between validation renders (0 = never).
-        num_workers: DataLoader workers.
+        ema_decay: EMA of the weights, in [0, 1) (0 = no EMA).
+        freeze_compressor_after: freeze the token compressor after this step, >= 0 (0 = never).
+        kl_weights: KL weight schedule ``[w0, w1]``, finite and >= 0 (paper 1e-10 both on RE10K).
+        kl_schedule: ``[s0, s1]`` (each >= 0): w0 until s0, linear to w1 at s1.
+        log_every: steps between metric log lines in ``metrics.jsonl``, >= 1.
+        checkpoint_every: steps between checkpoints (and at the end / on SIGINT), >= 1.
+        keep_checkpoints: how many recent checkpoints to keep, >= 1.
+        validate_every: steps between validation renders, >= 0 (0 = never).
+        num_workers: DataLoader workers, >= 0 (0 = load in the training process).
         compile: wrap the networks in ``torch.compile`` (opt-in; slow first step).
         latent_cache: directory written by ``scenetok data cache``; when set, training reads
             precomputed latents instead of images and never runs the (frozen) image compressor.
@@ -134,10 +137,27 @@ class TrainConfig:
             raise ValueError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
         if len(self.kl_weights) != 2 or len(self.kl_schedule) != 2:
             raise ValueError("train.kl_weights and train.kl_schedule need exactly two values each")
-        if self.batch_size < 1 or self.grad_accumulation < 1:
-            raise ValueError("train.batch_size and train.grad_accumulation must be >= 1")
-        if self.steps <= 0 and self.minutes <= 0:
-            raise ValueError("train.steps or train.minutes must be > 0")
+        problems = _range_problems("train", self, {
+            "steps": (0, None), "minutes": (0, None), "batch_size": (1, None), "grad_accumulation": (1, None),
+            "weight_decay": (0, None), "warmup_steps": (0, None), "warmup_factor": (0, 1, "open_low"),
+            "gamma": (0, 1, "open_low"), "min_lr_factor": (0, 1), "grad_clip": (0, None),
+            "skip_grad_norm": (0, None), "max_consecutive_skips": (1, None), "ema_decay": (0, 1, "open_high"),
+            "freeze_compressor_after": (0, None), "log_every": (1, None), "checkpoint_every": (1, None),
+            "keep_checkpoints": (1, None), "validate_every": (0, None), "num_workers": (0, None),
+        })
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"train.lr must be finite and > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in self.betas):
+            problems.append(f"train.betas must be two values in [0, 1), got {list(self.betas)}")
+        if not all(math.isfinite(w) and w >= 0 for w in self.kl_weights):
+            problems.append(f"train.kl_weights must be finite and >= 0, got {list(self.kl_weights)}")
+        for name in ("kl_schedule", "milestones"):
+            if any(v < 0 for v in getattr(self, name)):
+                problems.append(f"train.{name} must be >= 0, got {list(getattr(self, name))}")
+        if not problems and self.steps == 0 and self.minutes == 0:
+            problems.append("train.steps or train.minutes must be > 0")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 @dataclass
@@ -149,15 +169,15 @@ class EvalConfig:
         split: dataset split to evaluate (held-out scenes).
         index: evaluation index JSON (``{scene: {context: [...], target: [...]}}``); empty = write
             a deterministic one for ``split`` into the output directory.
-        max_scenes: evaluate at most this many scenes (0 = all in the index).
-        context_views: context views per scene of a generated index (0 = the dataset's).
-        target_views: contiguous target frames per scene of a generated index (0 = the dataset's);
-            target frames that are also context frames are not scored.
+        max_scenes: evaluate at most this many scenes, >= 0 (0 = all in the index).
+        context_views: context views per scene of a generated index, >= 0 (0 = the dataset's).
+        target_views: contiguous target frames per scene of a generated index, >= 0 (0 = the
+            dataset's); target frames that are also context frames are not scored.
         lpips_net: LPIPS backbone (the paper: ``vgg``).
         lpips_weights: local path to the backbone weights; empty = LPIPS reported unavailable.
         fid_weights: local path to Inception weights for FID; empty = FID not computed.
         baselines: also score "nearest context view" and "mean context image".
-        grid_scenes: scenes drawn in the PNG grid.
+        grid_scenes: scenes drawn in the PNG grid, >= 0.
     """
 
     split: str = "test"
@@ -171,6 +191,12 @@ class EvalConfig:
     baselines: bool = True
     grid_scenes: int = 4
 
+    def __post_init__(self) -> None:
+        problems = _range_problems("eval", self, {"max_scenes": (0, None), "context_views": (0, None),
+                                                  "target_views": (0, None), "grid_scenes": (0, None)})
+        if problems:
+            raise ValueError("; ".join(problems))
+
 
 @dataclass
 class RenderConfig:
@@ -179,20 +205,22 @@ class RenderConfig:
     :meth:`scenetok.model.SceneTok.render`.
 
     Attributes:
-        steps: inference steps ``K`` per latent frame (the paper's renderer: 25).
+        steps: inference steps ``K`` per latent frame, >= 1 (the paper's renderer: 25).
         strategy: rollout strategy for trajectories longer than the decoder window:
             ``"full_sequence"``, ``"autoregressive"`` or ``"pyramid"``.
-        window: latent frames per network call ``W``; ``null`` = the decoder's maximum (the paper:
-            8 for Video DC-AE, 10 for Wan).
-        context_frames: clean latent frames ``C`` carried into the next window; ``null`` = half the
-            window (the paper: 4 / 5).
-        uncertainty: pyramid staircase spacing ``U`` (the paper: 4); unused by other strategies.
-        guidance: classifier-free guidance scale (1 = off; the paper renders without guidance).
+        window: latent frames per network call ``W``, >= 1; ``null`` = the decoder's maximum (the
+            paper: 8 for Video DC-AE, 10 for Wan).
+        context_frames: clean latent frames ``C`` carried into the next window, >= 0; ``null`` =
+            half the window (the paper: 4 / 5).
+        uncertainty: pyramid staircase spacing ``U``, >= 0 (the paper: 4); unused by other
+            strategies.
+        guidance: classifier-free guidance scale, finite and >= 0 (1 = off; the paper renders
+            without guidance).
         deterministic: noise seeded per scene and posterior-mean tokens (same input, same output).
         trajectory: camera path of ``scenetok render``: ``"spline"`` through the context poses,
             ``"orbit"`` around the scene centre, or ``"targets"`` (the dataset's target frames).
-        frames: frames ``scenetok render`` renders along the trajectory.
-        fps: frame rate of the MP4/GIF.
+        frames: frames ``scenetok render`` renders along the trajectory, >= 1.
+        fps: frame rate of the MP4/GIF, >= 1.
     """
 
     steps: int = 25
@@ -219,8 +247,31 @@ class RenderConfig:
             raise ValueError(f"render.uncertainty must be >= 0, got {self.uncertainty}")
         if self.trajectory not in TRAJECTORIES:
             raise ValueError(f"render.trajectory must be one of {', '.join(TRAJECTORIES)}, got {self.trajectory!r}")
+        if not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise ValueError(f"render.guidance must be finite and >= 0, got {self.guidance}")
         if self.frames < 1 or self.fps < 1:
             raise ValueError(f"render.frames and render.fps must be >= 1, got {self.frames}, {self.fps}")
+
+
+def _range_problems(section: str, config: Any, ranges: dict[str, tuple[Any, ...]]) -> list[str]:
+    """One message per field outside its range. ``ranges`` maps field -> ``(low, high[, open])``
+    (``None`` = unbounded; ``"open_low"`` / ``"open_high"`` exclude that end); NaN is never in range."""
+    problems = []
+    for name, (low, high, *rest) in ranges.items():
+        value = getattr(config, name)
+        kind = rest[0] if rest else ""
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if ok and low is not None:
+            ok = value > low if kind == "open_low" else value >= low
+        if ok and high is not None:
+            ok = value < high if kind == "open_high" else value <= high
+        if not ok:
+            if high is None:
+                wanted = f"> {low}" if kind == "open_low" else f">= {low}"
+            else:
+                wanted = f"in {'(' if kind == 'open_low' else '['}{low}, {high}{')' if kind == 'open_high' else ']'}"
+            problems.append(f"{section}.{name} must be {wanted}, got {value}")
+    return problems
 
 
 #: Recipe section -> its config class.

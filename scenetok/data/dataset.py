@@ -30,6 +30,44 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "validation", "test")
 
+#: Smallest ``|det|`` of a camera-to-world matrix taken as invertible (a rigid transform has 1).
+MIN_EXTRINSICS_DET = 1e-6
+
+
+def camera_problem(extrinsics: Tensor, intrinsics: Tensor, images: Tensor | None = None) -> str | None:
+    """Why a sample's views cannot be used, or ``None``: the check every dataset's output passes
+    (see :meth:`BaseSceneDataset.load_selection`), so a degenerate camera is skipped by scene name
+    here instead of surfacing as a singular matrix or a NaN loss inside the model.
+
+    Args:
+        extrinsics: ``(V, 4, 4)`` camera-to-world; must be finite with ``|det| >=``
+            :data:`MIN_EXTRINSICS_DET`.
+        intrinsics: ``(V, 3, 3)`` normalised; must be finite with positive focal lengths.
+        images: optional ``(V, C, H, W)``; must have ``H, W > 0`` and finite values.
+    """
+    if extrinsics.ndim != 3 or tuple(extrinsics.shape[-2:]) != (4, 4):
+        return f"extrinsics must be (V, 4, 4), got {tuple(extrinsics.shape)}"
+    if intrinsics.ndim != 3 or tuple(intrinsics.shape[-2:]) != (3, 3):
+        return f"intrinsics must be (V, 3, 3), got {tuple(intrinsics.shape)}"
+    if not torch.isfinite(extrinsics).all():
+        return "non-finite (NaN/Inf) extrinsics"
+    if not torch.isfinite(intrinsics).all():
+        return "non-finite (NaN/Inf) intrinsics"
+    det = torch.linalg.det(extrinsics.double()).abs()
+    if (det < MIN_EXTRINSICS_DET).any():
+        view = int(torch.argmin(det))
+        return f"degenerate (non-invertible) extrinsics in view {view}: |det| = {float(det[view]):.3g}"
+    focal = torch.stack([intrinsics[:, 0, 0], intrinsics[:, 1, 1]], dim=-1)
+    if (focal <= 0).any():
+        view = int(torch.nonzero((focal <= 0).any(-1))[0])
+        return f"focal lengths must be > 0, view {view} has fx={float(focal[view, 0]):.3g}, fy={float(focal[view, 1]):.3g}"
+    if images is not None:
+        if images.ndim != 4 or images.shape[-1] <= 0 or images.shape[-2] <= 0:
+            return f"images must be (V, C, H, W) with H, W > 0, got {tuple(images.shape)}"
+        if images.is_floating_point() and not torch.isfinite(images).all():
+            return "non-finite (NaN/Inf) pixels"
+    return None
+
 
 def parse_image_size(value: Any, field_name: str = "image_size") -> list[int]:
     """``int`` or ``[H, W]`` -> ``[H, W]`` (positive ints); raises ``ValueError`` naming the field."""
@@ -119,6 +157,10 @@ class BaseSceneDataset(SceneDataset):
 
     #: How many following samples ``__getitem__`` tries when a sample is corrupt.
     max_skip_attempts: ClassVar[int] = 16
+
+    def scene_file(self, scene: str) -> str:
+        """The file a scene is read from (named in skip reports); ``""`` when there is none."""
+        return ""
 
     @property
     def skipped(self) -> list[dict[str, str]]:
@@ -226,6 +268,9 @@ class BaseSceneDataset(SceneDataset):
         if frames[-1] >= num_frames:
             raise CorruptSampleError(f"frame {frames[-1]} requested but scene {scene} has {num_frames} frames")
         views = self.load_views(scene, frames)  # decode every frame once, even if shared
+        problem = camera_problem(views["extrinsics"], views["intrinsics"], views.get("images"))
+        if problem is not None:
+            raise CorruptSampleError(f"scene {scene}: {problem}")
         position = {frame: i for i, frame in enumerate(frames)}
 
         def pick(indices: list[int]) -> dict[str, Tensor]:
@@ -237,9 +282,12 @@ class BaseSceneDataset(SceneDataset):
         return {"scene": scene, "context": pick(context), "target": pick(target)}
 
     def __getitem__(self, item: int) -> dict[str, Any]:
-        """A sample dict (see :func:`scenetok.types.collate_scenes`). A corrupt sample is skipped
-        (warning + :attr:`skipped` + report) and the next one is returned instead, so with an
-        evaluation index a caller should trust the returned ``"scene"`` key, not the position."""
+        """A sample dict (see :func:`scenetok.types.collate_scenes`). A sample that cannot be read
+        for *any* reason (a corrupt file, a degenerate camera, a bug in a plugin's reader) is
+        skipped (warning + :attr:`skipped` + report, naming file, scene and reason) and the next
+        one is returned instead, so with an evaluation index a caller should trust the returned
+        ``"scene"`` key, not the position. Raises :class:`CorruptSampleError` only when
+        :attr:`max_skip_attempts` samples in a row are unusable."""
         length = len(self)
         if not 0 <= item < length:
             raise IndexError(f"sample {item} out of range for {length} samples")
@@ -248,10 +296,16 @@ class BaseSceneDataset(SceneDataset):
             current = (item + attempt) % length
             try:
                 return self.load_sample(current)
-            except CorruptSampleError as error:
-                scene = self.select_scene_key(current)
-                self.record_skip(scene, str(error))
-                errors.append(f"{scene}: {error}")
+            except Exception as error:  # noqa: BLE001 - one scene must never stop a run
+                try:
+                    scene = self.select_scene_key(current)
+                    file = self.scene_file(scene)
+                except Exception:  # noqa: BLE001 - the index itself may be what is broken
+                    scene, file = f"#{current}", ""
+                reason = str(error) if isinstance(error, CorruptSampleError) else \
+                    f"{type(error).__name__}: {error}"
+                self.record_skip(scene, reason, file)
+                errors.append(f"{scene}: {reason}")
         raise CorruptSampleError(
             f"{len(errors)} consecutive samples from {item} are unusable: " + "; ".join(errors)
         )

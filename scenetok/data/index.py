@@ -60,8 +60,11 @@ def read_evaluation_index(path: str | os.PathLike) -> list[EvaluationEntry]:
     """Read an evaluation index; entries come back in file order. Raises ``ValueError`` naming the
     file and entry when the content does not follow the schema."""
     path = Path(path)
-    with path.open() as handle:
-        data = json.load(handle)
+    try:
+        with path.open("rb") as handle:
+            data = json.loads(handle.read())
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, deep nesting
+        raise ValueError(f"{path}: not a valid evaluation index (JSON): {str(error)[:200]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: an evaluation index must be a JSON object keyed by scene")
     entries: list[EvaluationEntry] = []

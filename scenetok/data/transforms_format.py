@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from scenetok.data.dataset import BaseSceneDataset, SceneDatasetConfig
+from scenetok.data.images import open_frame
 from scenetok.geometry.conventions import intrinsics_from_values, normalize_intrinsics, opengl_to_opencv
 from scenetok.geometry.crop import crop_intrinsics, plan_crop, rescale_and_crop_pil
 from scenetok.interfaces import CorruptSampleError
@@ -158,8 +161,13 @@ class TransformsSceneDataset(BaseSceneDataset):
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CorruptSampleError(f"scene {scene}: unreadable {path}: {error}") from error
         image_paths, extrinsics, intrinsics = [], [], []
+        root = os.path.realpath(self.config.root)
         for frame in frames:
             image = self.image_path(path.parent, frame["file_path"])
+            if os.path.commonpath([root, os.path.realpath(image)]) != root:
+                # never read outside the dataset (a file_path of ../../etc/hostname)
+                raise CorruptSampleError(f"scene {scene}: {path}: file_path {frame['file_path']!r} leaves the "
+                                         f"dataset root {self.config.root}")
             if not image.is_file():
                 self.record_skip(scene, "frame dropped: image file is missing", str(image))
                 continue
@@ -172,6 +180,11 @@ class TransformsSceneDataset(BaseSceneDataset):
                 matrix = torch.tensor(frame["transform_matrix"], dtype=torch.float32)
             except (KeyError, TypeError, ValueError) as error:
                 raise CorruptSampleError(f"scene {scene}: {path}: bad camera for {frame.get('file_path')}: {error}") from error
+            bad = [f"{key}={value}" for key, value in (("w", width), ("h", height), ("fl_x", fx), ("fl_y", fy))
+                   if not (math.isfinite(value) and value > 0)]
+            if bad:  # zero sizes divide by zero when normalising; zero focal lengths break rendering
+                raise CorruptSampleError(f"scene {scene}: {path}: {frame.get('file_path')}: "
+                                         f"{', '.join(bad)} must be finite and > 0")
             if matrix.shape == (3, 4):
                 matrix = torch.cat([matrix, torch.tensor([[0.0, 0.0, 0.0, 1.0]])])
             if matrix.shape != (4, 4):
@@ -190,6 +203,10 @@ class TransformsSceneDataset(BaseSceneDataset):
     # ---- SceneDataset API ------------------------------------------------------------------------
     def scenes(self) -> list[str]:
         return list(self._scene_dirs)
+
+    def scene_file(self, scene: str) -> str:
+        path = self._scene_dirs.get(scene)
+        return str(path) if path is not None else ""
 
     def num_frames(self, scene: str) -> int:
         return len(self.parse_scene(scene).image_paths)
@@ -213,12 +230,7 @@ class TransformsSceneDataset(BaseSceneDataset):
         images, intrinsics = [], []
         for frame in indices:
             path = parsed.image_paths[frame]
-            try:
-                with Image.open(path) as handle:
-                    handle.load()
-                    image = handle.convert("RGB")
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-                raise CorruptSampleError(f"scene {scene}: {path} is not a decodable image ({error})") from error
+            image = open_frame(path, f"scene {scene}: {path}")
             plan = plan_crop((image.height, image.width), size)
             images.append(rescale_and_crop_pil(image, plan))
             intrinsics.append(crop_intrinsics(parsed.intrinsics[frame], plan))

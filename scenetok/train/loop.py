@@ -30,13 +30,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from scenetok.checkpoint import capture_rng_state, list_checkpoints, load_checkpoint, restore_rng_state, save_checkpoint
+from scenetok.checkpoint import CheckpointError, capture_rng_state, list_checkpoints, load_checkpoint, restore_rng_state, save_checkpoint
 from scenetok.data.cache import CachedLatentDataset
 from scenetok.data.dataset import build_dataset
 from scenetok.eval.report import write_grid
-from scenetok.hookspecs import get_plugin_manager
+from scenetok.hookspecs import HookCallError, call_hook
 from scenetok.model import SceneTok
-from scenetok.recipe import Recipe, RecipeError, load_recipe, upgrade_stored_recipe
+from scenetok.recipe import Recipe, RecipeError, load_recipe, read_recipe_file, upgrade_stored_recipe
 from scenetok.render_io import loss_curve_png
 from scenetok.run_record import end_session, start_session
 from scenetok.sections import TrainConfig
@@ -59,8 +59,9 @@ class TrainingAborted(RuntimeError):
 class TrainResult:
     run_dir: Path
     step: int
-    reason: str  # "finished", "budget", "interrupted", "aborted"
+    reason: str  # "finished", "budget", "interrupted", "aborted", "data_error", "hook_failed"
     metrics: dict[str, float] = field(default_factory=dict)
+    signal: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,11 +144,24 @@ class StepBatchSampler:
             step += 1
 
 
+class NoUsableSamplesError(RuntimeError):
+    """Every sample tried for one batch position was unusable (see the skip report)."""
+
+
 class EpochIndexed(torch.utils.data.Dataset):
     """Lets a batch sampler address samples as ``(epoch, index)``: the dataset's view selection
     depends on ``(seed, epoch, index)`` (see ``SceneDataset.set_epoch``), so every epoch sees new
-    views of each scene and the sample of a step never depends on loader state. Corrupt samples
-    are skipped (and reported) by the dataset itself."""
+    views of each scene and the sample of a step never depends on loader state.
+
+    Corrupt samples are skipped (and reported) by the dataset itself, which tries the following
+    samples; when that fails too (a whole stretch of bad scenes), replacements are drawn from a
+    permutation seeded by ``(epoch, index)``, so a step's data stays a pure function of the step
+    and a bad stretch never wedges the run at one step. Only when :attr:`replacement_attempts`
+    replacements fail as well does :class:`NoUsableSamplesError` stop the run (with the reasons).
+    """
+
+    #: Replacement draws per batch position after the dataset's own skipping gave up.
+    replacement_attempts = 8
 
     def __init__(self, dataset: Any):
         self.dataset = dataset
@@ -155,11 +169,32 @@ class EpochIndexed(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
+    def _load(self, epoch: int, index: int) -> Any:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
         return self.dataset[index]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        try:
+            return self._load(epoch, index)
+        except Exception as error:  # noqa: BLE001 - a bad stretch of data: draw replacements
+            errors = [f"{type(error).__name__}: {error}"]
+        size = len(self.dataset)
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(
+            (epoch * 1_000_003 + index) % (2**63)))
+        for replacement in order[: self.replacement_attempts].tolist():
+            try:
+                sample = self._load(epoch, int(replacement))
+            except Exception as error:  # noqa: BLE001
+                errors.append(f"{type(error).__name__}: {error}")
+                continue
+            log.warning("sample %d (epoch %d) and the following ones are unusable; using sample %d instead",
+                        index, epoch, replacement)
+            return sample
+        raise NoUsableSamplesError(
+            f"no usable training sample: {len(errors)} attempts from sample {index} (epoch {epoch}) failed; "
+            f"check the dataset (dataset.report_path lists every skipped scene). Last: {errors[-1][:500]}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,17 +303,25 @@ class Trainer:
         if not list_checkpoints(self.run_dir):
             return False
         checkpoint = load_checkpoint(self.run_dir, map_location=self.device)
-        self.networks.load_state_dict(checkpoint.tensors["model"])
-        if self.ema is not None and "ema" in checkpoint.tensors:
-            self.ema.load_state_dict(checkpoint.tensors["ema"], num_updates=checkpoint.state.get("ema_num_updates"))
-        if checkpoint.state.get("compressor_frozen"):
-            self.model.freeze_compressor()
-        self.optimizer.load_state_dict(checkpoint.state["optimizer"])
-        self.scheduler.load_state_dict(checkpoint.state["scheduler"])
-        restore_rng_state(checkpoint.state["rng"])
-        self.step = int(checkpoint.state["step"])
+        try:
+            self.networks.load_state_dict(checkpoint.tensors["model"])
+            if self.ema is not None and "ema" in checkpoint.tensors:
+                self.ema.load_state_dict(checkpoint.tensors["ema"],
+                                         num_updates=checkpoint.state.get("ema_num_updates"))
+            if checkpoint.state.get("compressor_frozen"):
+                self.model.freeze_compressor()
+            self.optimizer.load_state_dict(checkpoint.state["optimizer"])
+            self.scheduler.load_state_dict(checkpoint.state["scheduler"])
+            restore_rng_state(checkpoint.state["rng"])
+            self.step = int(checkpoint.state["step"])
+            self.skipped_total = int(checkpoint.state.get("skipped_total", 0))
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as error:
+            # the files are intact (hashes match) but their content does not fit this run
+            raise CheckpointError(f"{checkpoint.path}: its state does not fit this run "
+                                  f"({type(error).__name__}: {str(error)[:300]})") from error
+        if self.step < 0:
+            raise CheckpointError(f"{checkpoint.path}: step {self.step} < 0")
         self._last_saved_step = self.step
-        self.skipped_total = int(checkpoint.state.get("skipped_total", 0))
         log.info("resumed from %s at step %d", checkpoint.path, self.step)
         return True
 
@@ -327,8 +370,10 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped_total += 1
             self.consecutive_skips += 1
-            log.warning("step %d skipped (%s, grad norm %.3g); %d in a row", self.step,
-                        "non-finite" if bad else "huge gradient", grad_norm, self.consecutive_skips)
+            scenes = [scene for batch in micro_batches for scene in batch.scenes]
+            log.warning("step %d skipped (%s, grad norm %.3g; scenes: %s); %d in a row", self.step,
+                        "non-finite" if bad else "huge gradient", grad_norm, ", ".join(scenes) or "?",
+                        self.consecutive_skips)
             if self.consecutive_skips >= cfg.max_consecutive_skips:
                 raise TrainingAborted(
                     f"{self.consecutive_skips} consecutive steps skipped (last: {'NaN/Inf' if bad else 'huge'} "
@@ -368,15 +413,14 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         cfg = self.config
-        hooks = get_plugin_manager().hook
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path = self.run_dir / "metrics.jsonl"
         if self.context.is_main:
             self.recipe.dump(self.run_dir / "recipe.yaml")
+            truncate_metrics(metrics_path, self.step)
         end_step = cfg.steps if cfg.steps > 0 else None
         deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes > 0 else None
         previous_handlers = self._install_signal_handlers()
-        metrics_path = self.run_dir / "metrics.jsonl"
-        hooks.scenetok_on_train_start(trainer=self)
         reason = "finished"
         last: dict[str, float] = {}
         bar = None
@@ -386,6 +430,7 @@ class Trainer:
             bar = tqdm(total=end_step, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         started, started_step = time.monotonic(), self.step
         try:
+            call_hook("scenetok_on_train_start", trainer=self)
             micro_batches: list[SceneBatch] = []
             for batch in self._loader(end_step):
                 micro_batches.append(batch)
@@ -406,7 +451,7 @@ class Trainer:
                 if cfg.validate_every and self.step % cfg.validate_every == 0 and self.context.is_main:
                     self.validate()
                 # After the step's validation, so loggers see its grid (trainer.last_validation).
-                hooks.scenetok_on_train_step_end(trainer=self, step=self.step, metrics=last)
+                call_hook("scenetok_on_train_step_end", trainer=self, step=self.step, metrics=last)
                 if self._stop_signal:
                     reason = "interrupted"
                     break
@@ -418,6 +463,12 @@ class Trainer:
         except TrainingAborted as error:
             log.error("%s", error)
             reason = "aborted"
+        except NoUsableSamplesError as error:
+            log.error("%s", error)
+            reason = "data_error"  # the steps so far are kept (checkpoint below)
+        except HookCallError as error:
+            log.error("%s; writing a checkpoint and stopping", error)
+            reason = "hook_failed"
         finally:
             if bar is not None:
                 bar.close()
@@ -427,8 +478,12 @@ class Trainer:
             self.save()
         if self.context.is_main:
             self._write_loss_curve(metrics_path)  # before the hook, so loggers can attach it
-        hooks.scenetok_on_train_end(trainer=self)
-        return TrainResult(self.run_dir, self.step, reason, last)
+        try:
+            call_hook("scenetok_on_train_end", trainer=self)
+        except HookCallError as error:
+            log.error("%s", error)
+            reason = "hook_failed"
+        return TrainResult(self.run_dir, self.step, reason, last, signal=self._stop_signal)
 
     def _write_loss_curve(self, metrics_path: Path) -> None:
         if not metrics_path.exists():
@@ -474,6 +529,29 @@ def progress_line(step: int, end_step: int | None, metrics: dict[str, float], el
     total = f"/{end_step}" if end_step is not None else ""
     return (f"step {step}{total}  loss {metrics['loss']:.4f} (mse {metrics['mse']:.4f}, kl {metrics['kl']:.3g})  "
             f"lr {metrics['lr']:.2e}  {speed:.2f} steps/s  elapsed {_duration(elapsed)}  ETA {eta}")
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the lines of ``metrics.jsonl`` logged after ``step`` (the checkpoint a run resumes
+    from), so a resumed run does not log the same steps twice; rewritten atomically."""
+    if not path.exists():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            logged = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            dropped += 1  # a line torn by a kill in the middle of a write
+            continue
+        if logged <= step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+        log.info("%s: dropped %d lines after step %d (resumed there)", path, dropped, step)
 
 
 def _check_resume_compatible(stored: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
@@ -523,9 +601,7 @@ def train_recipe(recipe_path: str | Path, overrides: Iterable[str] = (), run_dir
     recipe = load_recipe(recipe_path, overrides)
     stored_path = run_dir / "recipe.yaml"
     if stored_path.exists():
-        import yaml
-
-        stored = yaml.safe_load(stored_path.read_text())
+        stored = read_recipe_file(stored_path)
         _check_resume_compatible(upgrade_stored_recipe(stored), recipe.resolved(), run_dir)
     trainer = Trainer(recipe, run_dir, progress=progress, context=context)
     trainer.resume()

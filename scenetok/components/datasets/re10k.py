@@ -21,6 +21,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import pickle
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from scenetok.data.dataset import BaseSceneDataset, SceneDatasetConfig
+from scenetok.data.images import open_frame
 from scenetok.geometry.conventions import re10k_rows_to_cameras
 from scenetok.geometry.crop import crop_intrinsics, plan_crop, rescale_and_crop_pil
 from scenetok.interfaces import CorruptSampleError
@@ -42,13 +46,49 @@ logger = logging.getLogger(__name__)
 STAGE_FOLDERS = {"train": "train", "validation": "test", "test": "test"}
 
 
-def decode_image(data: Tensor | bytes) -> Image.Image:
+def image_bytes(data: Any, where: str) -> bytes:
+    """The encoded bytes of one chunk frame: a 1-D ``uint8`` tensor (or ``bytes``); anything else
+    raises :class:`CorruptSampleError` naming ``where``."""
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    if isinstance(data, Tensor) and data.dtype == torch.uint8 and data.ndim == 1:
+        return data.numpy().tobytes()
+    described = f"{data.dtype} tensor of shape {tuple(data.shape)}" if isinstance(data, Tensor) else type(data).__name__
+    raise CorruptSampleError(f"{where}: a frame must be encoded image bytes (1-D uint8 tensor), got {described}")
+
+
+def decode_image(data: Tensor | bytes, where: str = "image") -> Image.Image:
     """Encoded image bytes (a 1-D uint8 tensor or ``bytes``) -> PIL RGB image; raises
-    ``OSError``/``UnidentifiedImageError``/``ValueError`` when they are not a decodable image."""
-    raw = data.numpy().tobytes() if isinstance(data, Tensor) else bytes(data)
-    image = Image.open(io.BytesIO(raw))
-    image.load()  # decode now, so truncated files fail here and not later
-    return image.convert("RGB")
+    :class:`CorruptSampleError` when they are not a decodable image (see
+    :func:`scenetok.data.images.open_frame` for the pixel limit)."""
+    return open_frame(image_bytes(data, where), where)
+
+
+def _weights_only_reason(error: BaseException) -> str:
+    """torch's weights-only refusal without its advice to load with ``weights_only=False`` (never
+    right for a dataset file): just the refused global."""
+    text = str(error)
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if match:
+        return f"holds pickled code ({match.group(1)}), refused: chunks are read with weights_only=True"
+    lines = [line.strip() for line in text.splitlines() if "WeightsUnpickler error" in line]
+    return lines[0] if lines else text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def read_chunk_index(path: Path) -> dict[str, str]:
+    """``index.json`` of a stage folder: ``{scene key: chunk file name}``. Raises ``ValueError``
+    naming the file when it is not valid JSON of that shape (truncated, a list, wrong types)."""
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, RecursionError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a valid chunk index (JSON): {str(error)[:200]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a chunk index maps scene key -> chunk file, got a {type(data).__name__}")
+    bad = [key for key, value in data.items() if not isinstance(value, str) or not value]
+    if bad:
+        raise ValueError(f"{path}: chunk file names must be non-empty strings; scene {bad[0]!r} has "
+                         f"{data[bad[0]]!r}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+    return data
 
 
 class RE10KDataset(BaseSceneDataset):
@@ -84,13 +124,18 @@ class RE10KDataset(BaseSceneDataset):
             raise FileNotFoundError(
                 f"re10k: no {index_path}; expected <root>/{{train,test}}/index.json (pixelSplat chunk format)"
             )
-        with index_path.open() as handle:
-            chunk_of: dict[str, str] = json.load(handle)
+        chunk_of = read_chunk_index(index_path)
         self._chunk_cache: OrderedDict[str, dict[str, dict[str, Any]] | None] = OrderedDict()
         self._chunk_of: dict[str, str] = {}
         self._chunk_errors: dict[str, str] = {}
+        stage_root = os.path.realpath(self.stage_dir)
         for scene, chunk in chunk_of.items():
-            if not (self.stage_dir / chunk).is_file():
+            resolved = os.path.realpath(self.stage_dir / chunk)
+            if os.path.commonpath([stage_root, resolved]) != stage_root:
+                # never read outside the dataset (an index naming ../../etc/hostname)
+                self.record_skip(scene, f"chunk path {chunk!r} leaves the stage folder {self.stage_dir}",
+                                 str(index_path))
+            elif not (self.stage_dir / chunk).is_file():
                 self.record_skip(scene, "chunk file is missing", str(self.stage_dir / chunk))
             else:
                 self._chunk_of[scene] = chunk
@@ -109,8 +154,11 @@ class RE10KDataset(BaseSceneDataset):
             content = torch.load(path, weights_only=True, map_location="cpu")
             if not isinstance(content, list):
                 raise TypeError(f"a chunk holds a list of scene dicts, found {type(content).__name__}")
-            scenes = {item["key"]: item for item in content}
-        except Exception as error:  # any unreadable chunk is skipped (by the caller), never fatal
+            scenes = {item["key"]: item for item in content if isinstance(item, dict) and isinstance(item.get("key"), str)}
+        except pickle.UnpicklingError as error:
+            self._chunk_errors[chunk] = _weights_only_reason(error)
+            scenes = None
+        except Exception as error:  # noqa: BLE001 - any unreadable chunk is skipped (by the caller)
             self._chunk_errors[chunk] = f"{type(error).__name__}: {error}"
             scenes = None
         self._chunk_cache[chunk] = scenes
@@ -144,9 +192,24 @@ class RE10KDataset(BaseSceneDataset):
             )
         return record
 
+    def _cameras(self, scene: str, rows: Tensor) -> Cameras:
+        """Camera rows -> :class:`Cameras`; rows that do not convert (non-finite, or a singular
+        world-to-camera matrix such as all zeros) raise :class:`CorruptSampleError`."""
+        where = f"scene {scene} in {self.scene_file(scene)}"
+        if not rows.is_floating_point() or not torch.isfinite(rows).all():
+            raise CorruptSampleError(f"{where}: camera rows are not finite floats")
+        try:
+            return re10k_rows_to_cameras(rows)
+        except RuntimeError as error:  # torch.linalg.LinAlgError: singular matrix
+            raise CorruptSampleError(f"{where}: degenerate (non-invertible) camera: {str(error).splitlines()[0]}") from error
+
     # ---- SceneDataset API ------------------------------------------------------------------------
     def scenes(self) -> list[str]:
         return list(self._scenes)
+
+    def scene_file(self, scene: str) -> str:
+        chunk = self._chunk_of.get(scene)
+        return str(self.stage_dir / chunk) if chunk else ""
 
     def num_frames(self, scene: str) -> int:
         if scene not in self._num_frames:
@@ -157,13 +220,12 @@ class RE10KDataset(BaseSceneDataset):
         """All frames' cameras with intrinsics for the configured crop, as ``load_views`` returns
         them (the frame size comes from the first image's header); ``None`` if it is unreadable."""
         record = self._scene_record(scene)
-        cameras = re10k_rows_to_cameras(record["cameras"])
+        cameras = self._cameras(scene, record["cameras"])
         try:
-            first = record["images"][0]
-            raw = first.numpy().tobytes() if isinstance(first, Tensor) else bytes(first)
+            raw = image_bytes(record["images"][0], "first frame")
             with Image.open(io.BytesIO(raw)) as handle:  # reads the header only
                 plan = plan_crop((handle.height, handle.width), (self.config.height, self.config.width))
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, IndexError):
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, IndexError, CorruptSampleError):
             return None
         intrinsics = torch.stack([crop_intrinsics(k, plan) for k in cameras.intrinsics])
         return Cameras(cameras.extrinsics, intrinsics)
@@ -171,16 +233,11 @@ class RE10KDataset(BaseSceneDataset):
     def load_views(self, scene: str, indices: list[int]) -> dict[str, Tensor]:
         record = self._scene_record(scene)
         path = self.stage_dir / self._chunk_of[scene]
-        cameras = re10k_rows_to_cameras(record["cameras"][torch.as_tensor(indices, dtype=torch.long)])
+        cameras = self._cameras(scene, record["cameras"][torch.as_tensor(indices, dtype=torch.long)])
         size = (self.config.height, self.config.width)
         images, intrinsics = [], []
         for position, frame in enumerate(indices):
-            try:
-                image = decode_image(record["images"][frame])
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-                raise CorruptSampleError(
-                    f"scene {scene} in {path}: frame {frame} is not a decodable image ({error})"
-                ) from error
+            image = decode_image(record["images"][frame], f"scene {scene} in {path}: frame {frame}")
             plan = plan_crop((image.height, image.width), size)
             images.append(rescale_and_crop_pil(image, plan))
             intrinsics.append(crop_intrinsics(cameras.intrinsics[position], plan))
