@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'list' (default), 'show KIND NAME' for a component's config fields and presets, "
                    "or 'show SECTION' for a core recipe section (model, train, eval, render)")
     p.add_argument("kind", nargs="?", help="restrict to one kind (image_compressor, token_compressor, "
-                   "decoder, sampler, dataset)")
+                   "decoder, sampler, dataset, scene_generator)")
     p.add_argument("name", nargs="?", help="component name (with 'show')")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--check", action="store_true", help="import every component and verify its class, "
