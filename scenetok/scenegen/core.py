@@ -1,4 +1,4 @@
-"""SceneGen: diffusion over the scene-token space of a frozen SceneTok.
+"""SceneGen core: diffusion over the scene-token space of a frozen SceneTok.
 
 The pieces every SceneGen entry point shares (training step, sampling, CFG), independent of the
 generator network (any :class:`~scenetok.interfaces.SceneGenerator`) and of the noise process (any
