@@ -46,32 +46,24 @@ def score_scene(model: Any, batch: SceneBatch, suite: Any, *, seed: int, steps: 
 
     Returns the predictions and both token sets, for the report grid and token statistics.
     """
-    from scenetok.scenegen.core import relative_to_first_condition
+    from scenetok.scenegen.model import single_image_setup
 
     device = next(model.generator.parameters()).device
     batch = batch.to(device)
-    context, target = batch.context, batch.target
-    cond = context.replace(images=None if context.images is None else context.images[:, :1],
-                           cameras=context.cameras[:, :1], indices=context.indices[:, :1],
-                           latents=None if context.latents is None else context.latents[:, :1])
-    # One reference for everything: conditioning view 0 (= context frame 0).
-    rel_cond, rel_rest = relative_to_first_condition(cond.cameras, Cameras.cat([context.cameras, target.cameras]))
-    num_context = context.num_views
-    anchors, targets = rel_rest[:, :num_context], rel_rest[:, num_context:]
-    cond = cond.replace(cameras=rel_cond)
+    cond, anchors, targets = single_image_setup(batch)
 
-    generated = model.generate_tokens(cond, anchors, guidance=guidance, steps=steps,
+    generated = model.generate_tokens(cond, anchors.cameras, guidance=guidance, steps=steps,
                                       generator=torch.Generator().manual_seed(seed))
-    real = model.scenetok.encode(context.replace(cameras=anchors), sample=False).mode()
+    real = model.scenetok.encode(anchors, sample=False).mode()
     scenetok = model.scenetok
     predictions = {
         "scenegen": scenetok.render(generated, targets, generator=torch.Generator().manual_seed(seed + 1),
                                     **render_kwargs).cpu(),
-        "copy_condition": cond.images.expand(-1, target.num_views, -1, -1, -1).cpu(),
+        "copy_condition": cond.images.expand(-1, targets.shape[1], -1, -1, -1).cpu(),
         "scenetok_reconstruction": scenetok.render(real, targets, generator=torch.Generator().manual_seed(seed + 1),
                                                    **render_kwargs).cpu(),
     }
-    truth = target.images.cpu()
+    truth = batch.target.images.cpu()
     for method, prediction in predictions.items():
         suite.update(method, batch.scenes, prediction, truth)
     return {"predictions": predictions, "generated": generated[0], "real": real[0]}

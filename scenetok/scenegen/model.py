@@ -32,6 +32,19 @@ from scenetok.types import Cameras, SceneBatch, Views
 log = logging.getLogger(__name__)
 
 
+def single_image_setup(batch: SceneBatch) -> tuple[Views, Views, Cameras]:
+    """The single-image generation protocol for a dataset batch: ``(conditioning view, anchors,
+    target cameras)`` with conditioning view = context view 0, anchors = every context view (their
+    cameras are the ground-truth trajectory), all cameras relative to context view 0."""
+    context = batch.context
+    cond = Views(images=None if context.images is None else context.images[:, :1],
+                 cameras=context.cameras[:, :1], indices=context.indices[:, :1],
+                 latents=None if context.latents is None else context.latents[:, :1])
+    rel_cond, rel_rest = relative_to_first_condition(cond.cameras, Cameras.cat([context.cameras, batch.target.cameras]))
+    views = context.num_views
+    return cond.replace(cameras=rel_cond), context.replace(cameras=rel_rest[:, :views]), rel_rest[:, views:]
+
+
 class SceneGen(nn.Module):
     """Frozen SceneTok + scene generator (see the module docstring).
 
@@ -141,6 +154,25 @@ class SceneGen(nn.Module):
             steps=steps if steps is not None else self.config.steps, noise=noise, generator=generator,
             progress=progress)
         return self.config.unscale(scaled)
+
+    @torch.no_grad()
+    def reconstruct(self, batch: SceneBatch, deterministic: bool = True, generator: torch.Generator | None = None,
+                    guidance: float | None = None, token_steps: int | None = None, **render_kwargs: Any) -> Tensor:
+        """Single-image generation for a dataset batch: condition on context view 0, anchors =
+        every context camera, render the target cameras (all relative to context view 0).
+
+        The same signature as :meth:`scenetok.model.SceneTok.reconstruct`, so the training loop's
+        validation grids work unchanged. Returns ``(B, V_t, 3, H, W)``.
+        """
+        cond, anchors, targets = single_image_setup(batch)
+        tokens = self.generate_tokens(cond, anchors.cameras, guidance=guidance, steps=token_steps,
+                                      generator=generator)
+        return self.scenetok.render(tokens, targets, generator=generator, **render_kwargs)
+
+    def networks(self) -> nn.ModuleDict:
+        """The trained network, as checkpoints and EMA store it (the frozen SceneTok is not stored:
+        it is loaded from ``scenegen.scenetok_run``)."""
+        return nn.ModuleDict({"scene_generator": self.generator})
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.generator.parameters() if p.requires_grad]
