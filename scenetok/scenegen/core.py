@@ -36,7 +36,10 @@ class SceneGenConfig:
 
     Attributes:
         scenetok_run: run directory of the frozen SceneTok (compressor + renderer) whose token
-            space is generated; loaded once, never trained.
+            space is generated; loaded once, never trained. Needed to train, evaluate, generate.
+        scenetok_recipe: a SceneTok recipe (file or shipped name) that only *sizes* the generator
+            when there is no trained run yet: ``scenetok validate`` / ``model summary`` of a paper-
+            size SceneGen recipe. Ignored when ``scenetok_run`` is set.
         token_scale: the generator sees ``tokens * token_scale`` (the paper: 0.1).
         view_keep_prob: training: probability that conditioning view ``v > 0`` is present
             (view 0 always is; the paper: 0.5).
@@ -49,6 +52,7 @@ class SceneGenConfig:
     """
 
     scenetok_run: Optional[str] = None
+    scenetok_recipe: Optional[str] = None
     token_scale: float = 0.1
     view_keep_prob: float = 0.5
     uncond_prob: float = 0.1
