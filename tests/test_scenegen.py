@@ -186,10 +186,9 @@ def test_sampling_run_matches_official(official):
     c, t = official
     model = load_fixture_generator(official)
     cond, anchors = fixture_cameras(t)
-    sampler = FlowSampler(FlowSampler.Config(timesteps="shifted", shift=c["shift"], timestep_mode="per_sample",
-                                             steps=c["steps"]))
+    sampler = FlowSampler(FlowSampler.Config(timesteps="shifted", shift=c["shift"], timestep_mode="per_sample"))
     tokens = sample_tokens(model, sampler, t["inputs.latents"], cond, anchors, t["inputs.sample_mask"].bool(),
-                           guidance=c["guidance"], noise=t["inputs.noise"])
+                           guidance=c["guidance"], steps=c["steps"], noise=t["inputs.noise"])
     torch.testing.assert_close(tokens, t["outputs.sample"], atol=1e-4, rtol=1e-4)
 
 
@@ -314,7 +313,7 @@ def test_tiny_generator_overfits_token_sets_and_samples_them_back():
     latents = torch.randn(scenes, 1, 4, 4, 4, generator=generator) * 2
     cond, anchors = relative_to_first_condition(random_cameras(scenes, 1, generator),
                                                 random_cameras(scenes, 3, generator))
-    sampler = FlowSampler(FlowSampler.Config(timesteps="shifted", shift=1.0, timestep_mode="per_sample", steps=20,
+    sampler = FlowSampler(FlowSampler.Config(timesteps="shifted", shift=1.0, timestep_mode="per_sample",
                                              prediction="sample"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     mask = torch.ones(scenes, 1, dtype=torch.bool)
@@ -325,7 +324,7 @@ def test_tiny_generator_overfits_token_sets_and_samples_them_back():
         loss.backward()
         optimizer.step()
     model.eval()
-    sampled = sample_tokens(model, sampler, latents, cond, anchors, mask, guidance=1.0,
+    sampled = sample_tokens(model, sampler, latents, cond, anchors, mask, guidance=1.0, steps=20,
                             generator=torch.Generator().manual_seed(5))
     error = (sampled - targets).pow(2).mean(dim=(1, 2))
     between = (targets[:, None] - targets[None]).pow(2).mean(dim=(2, 3))
@@ -336,11 +335,11 @@ def test_tiny_generator_overfits_token_sets_and_samples_them_back():
 
 def test_ddpm_sampler_drives_the_same_loop():
     model = tiny_generator()
-    sampler = DDPMSampler(DDPMSampler.default_config("ddim", steps=5, timestep_mode="per_sample"))
+    sampler = DDPMSampler(DDPMSampler.default_config("ddim", timestep_mode="per_sample"))
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(2, 1, 4, 4, 4, generator=generator)
     cond, anchors = random_cameras(2, 1, generator), random_cameras(2, 3, generator)
-    tokens = sample_tokens(model, sampler, latents, cond, anchors, guidance=2.0, generator=generator)
+    tokens = sample_tokens(model, sampler, latents, cond, anchors, guidance=2.0, steps=5, generator=generator)
     assert tokens.shape == (2, 6, 4) and bool(torch.isfinite(tokens).all())
     loss = training_loss(model, sampler, torch.randn(2, 6, 4), latents, cond, anchors,
                          torch.ones(2, 1, dtype=torch.bool), generator=generator)

@@ -33,8 +33,8 @@ def setup():
     scenetok = SceneTok(recipe).eval()
     generator = DiTSceneGenerator(DiTSceneGenerator.default_config("T", width=32, heads=2), num_tokens=8,
                                   token_dim=8, in_channels=48, latent_size=(4, 4))
-    sampler = FlowSampler(FlowSampler.Config(timesteps="shifted", shift=4, timestep_mode="per_sample", steps=2))
-    model = SceneGen(scenetok, generator, sampler, SceneGenConfig(max_condition_views=3))
+    sampler = FlowSampler(FlowSampler.Config(timesteps="shifted", shift=4, timestep_mode="per_sample"))
+    model = SceneGen(scenetok, generator, sampler, SceneGenConfig(max_condition_views=3, steps=2))
     return recipe, model, build_dataset(recipe, split="train")
 
 

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from scenetok.geometry.conventions import make_relative
 from scenetok.interfaces import Sampler, SceneGenerator
-from scenetok.rollout import RolloutConfig, guided, rollout
+from scenetok.rollout import build_schedule, guided, rollout
 from scenetok.types import Cameras
 
 
@@ -48,7 +48,7 @@ class SceneGenConfig:
         max_condition_views: conditioning images drawn per training sample (<= the generator's
             ``max_condition_views``): view 0 is one of the anchor views, the others random frames.
         guidance: classifier-free guidance scale at inference (the paper: 3.0; 1 = off).
-        steps: inference steps (the paper: 150); ``None`` = the sampler's ``steps``.
+        steps: inference steps of the token sampler (the paper: 150).
     """
 
     scenetok_run: Optional[str] = None
@@ -58,7 +58,7 @@ class SceneGenConfig:
     uncond_prob: float = 0.1
     max_condition_views: int = 3
     guidance: float = 3.0
-    steps: Optional[int] = None
+    steps: int = 150
 
     def __post_init__(self) -> None:
         if self.token_scale <= 0:
@@ -70,8 +70,8 @@ class SceneGenConfig:
             raise ValueError(f"scenegen.max_condition_views must be >= 1, got {self.max_condition_views}")
         if self.guidance < 0:
             raise ValueError(f"scenegen.guidance must be >= 0, got {self.guidance}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"scenegen.steps must be >= 1 or null, got {self.steps}")
+        if self.steps < 1:
+            raise ValueError(f"scenegen.steps must be >= 1, got {self.steps}")
 
     def scale(self, tokens: Tensor) -> Tensor:
         """Compressor tokens -> the generator's space."""
@@ -143,7 +143,7 @@ def guided_prediction(network: SceneGenerator, noisy_tokens: Tensor, network_tim
 @torch.no_grad()
 def sample_tokens(network: SceneGenerator, sampler: Sampler, cond_latents: Tensor, cond_cameras: Cameras,
                   anchor_cameras: Cameras, cond_mask: Tensor | None = None, *, guidance: float = 3.0,
-                  steps: int | None = None, noise: Tensor | None = None,
+                  steps: int = 150, noise: Tensor | None = None,
                   generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
     """Sample scaled scene tokens ``(B, N, D)`` (divide by the token scale before rendering).
 
@@ -155,8 +155,9 @@ def sample_tokens(network: SceneGenerator, sampler: Sampler, cond_latents: Tenso
     """
     batch = cond_latents.shape[0]
     shape = (batch, network.num_tokens, network.token_dim)
-    schedule = RolloutConfig(strategy="full_sequence", window=network.num_tokens, context_frames=0,
-                             steps=steps).build(sampler, network.num_tokens, network.num_tokens)
+    tokens = network.num_tokens
+    schedule = build_schedule("full_sequence", frames=tokens, steps=steps, window=tokens, context_frames=0,
+                              levels=sampler.inference_levels(steps))
 
     def denoise(x: Tensor, t: Tensor, frame_index: Tensor) -> Tensor:
         return guided_prediction(network, x, sampler.network_timesteps(t), cond_latents, cond_cameras,
