@@ -162,3 +162,22 @@ def load_scenegen(run: str | Path, overrides: Iterable[str] = (), *, ema: bool =
     model.recipe = recipe
     model.trained_step = checkpoint.step
     return model.eval()
+
+
+def _stored_scenegen_config(run: str | Path) -> Any:
+    """The ``scenegen`` section a SceneGen run was trained with (reads its recipe only)."""
+    import yaml
+
+    from scenetok.scenegen.core import SceneGenConfig
+
+    path = Path(run) / "recipe.yaml"
+    if path.is_file():
+        data = yaml.safe_load(path.read_text())
+    else:
+        from scenetok.checkpoint import load_checkpoint
+
+        data = load_checkpoint(run).recipe
+    node = data.get("scenegen") if isinstance(data, dict) else None
+    if not isinstance(node, dict):
+        raise RecipeError([f"{run}: not a SceneGen run (its recipe has no scenegen section)"])
+    return SceneGenConfig(**node)
