@@ -33,6 +33,10 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
     from scenetok.model import summary  # lazy: imports torch
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.component("scene_generator") is not None:
+        from scenetok.scenegen.jobs import print_summary  # lazy: imports torch
+
+        return print_summary(recipe, args.recipe, as_json=args.json)
     info = summary(recipe)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -65,7 +69,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from scenetok.eval.evaluate import evaluate_run  # lazy: imports torch
+    from scenetok.scenegen.jobs import evaluate_scenegen_run, is_scenegen_run  # lazy: imports torch
 
+    if is_scenegen_run(args.run):
+        evaluate_run = evaluate_scenegen_run
     report = evaluate_run(args.run, index=args.index, out_dir=args.out, overrides=args.overrides,
                           max_scenes=args.max_scenes, progress=not args.no_progress)
     print(report.markdown)
@@ -76,6 +83,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from scenetok.render import render_run  # lazy: imports torch
 
+    if args.tokens is not None:
+        from scenetok.scenegen.generate import SceneGenInputError  # lazy: imports torch
+        from scenetok.scenegen.jobs import render_tokens_run  # lazy: imports torch
+
+        try:
+            out = render_tokens_run(args.run, args.tokens, out_dir=args.out, overrides=args.overrides)
+        except SceneGenInputError as error:
+            print(f"scenetok: error: {error}", file=sys.stderr)
+            return 2
+        print(f"wrote {out}")
+        return 0
     out = render_run(args.run, out_dir=args.out, scene=args.scene, trajectory=args.trajectory,
                      frames=args.frames, overrides=args.overrides, progress=not args.no_progress,
                      deterministic=not args.stochastic)
@@ -181,7 +199,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="PSNR/SSIM/LPIPS of a run on held-out scenes, with baselines",
                        description="Render the targets of an evaluation index and report PSNR, SSIM and "
                        "LPIPS per scene and averaged, next to the 'nearest context view' and 'mean context "
-                       "image' baselines. Writes eval.json, eval.md and a PNG grid.")
+                       "image' baselines. Writes eval.json, eval.md and a PNG grid. On a SceneGen run: "
+                       "single-image generation (condition on context frame 0, anchors = the context "
+                       "cameras) against 'copy the conditioning image' and the SceneTok reconstruction.")
     p.add_argument("run", type=Path, help="run directory or checkpoint directory")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides (e.g. eval.steps=10)")
     p.add_argument("--index", type=Path, help="evaluation index JSON (default: eval.index or a generated one)")
@@ -200,6 +220,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=None, help="number of frames")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/render)")
     p.add_argument("--stochastic", action="store_true", help="sample tokens/noise instead of the deterministic mode")
+    p.add_argument("--tokens", type=Path, default=None,
+                   help="render the trajectory saved with generated tokens (`scenetok generate`'s "
+                   "tokens.safetensors) instead of encoding a scene; RUN is the SceneGen or SceneTok run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_render)
 

@@ -23,7 +23,7 @@ from scenetok.components.scene_generators.dit import (
     official_key_map,
 )
 from scenetok.nn.utils import count_parameters, rename_key
-from scenetok.scenegen import (
+from scenetok.scenegen.core import (
     SceneGenConfig,
     condition_dropout,
     guided_prediction,

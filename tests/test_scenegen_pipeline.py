@@ -14,7 +14,7 @@ from PIL import Image
 from scenetok.components.samplers.flow import FlowSampler
 from scenetok.components.scene_generators.dit import DiTSceneGenerator
 from scenetok.geometry.conventions import make_relative
-from scenetok.scenegen import SceneGenConfig
+from scenetok.sections import SceneGenConfig
 from scenetok.scenegen import generate as G
 from scenetok.scenegen.model import SceneGen
 from scenetok.types import Cameras, collate_scenes
@@ -24,7 +24,7 @@ TINY = Path(__file__).parent / "recipes" / "tiny.yaml"
 
 @pytest.fixture(scope="module")
 def setup():
-    from scenetok.datasets import build_dataset
+    from scenetok.data.dataset import build_dataset
     from scenetok.model import SceneTok
     from scenetok.recipe import load_recipe
 
@@ -176,7 +176,7 @@ def test_tokens_file_errors(tmp_path):
 
 def test_single_image_evaluation_scores_every_method_on_the_same_frames(setup, tmp_path):
     from scenetok.data.index import write_evaluation_index
-    from scenetok.datasets import build_dataset
+    from scenetok.data.dataset import build_dataset
     from scenetok.scenegen.evaluate import evaluate_scenegen
 
     recipe, model, _ = setup

@@ -175,8 +175,6 @@ class SinCosRayPatchEmbed(nn.Module):
     def __init__(self, width: int, patch_size: int, map_size: tuple[int, int], kind: str = "plucker",
                  ray_epsilon: float = 0.0) -> None:
         super().__init__()
-        from diffusers.models.embeddings import get_2d_sincos_pos_embed_from_grid
-
         if kind not in RAY_MAP_KINDS:
             raise ValueError(f"camera kind must be one of {RAY_MAP_KINDS}, got {kind!r}")
         if map_size[0] % patch_size or map_size[1] % patch_size:
@@ -193,6 +191,8 @@ class SinCosRayPatchEmbed(nn.Module):
         if grid.device.type == "meta":  # building on the meta device: no values to compute
             table = torch.empty(1, len(rows) * len(cols), width)
         else:
+            from diffusers.models.embeddings import get_2d_sincos_pos_embed_from_grid  # lazy: ~1 s import
+
             table = get_2d_sincos_pos_embed_from_grid(width, grid, output_type="pt").float()[None]
         self.register_buffer("pos_embed", table, persistent=False)
 

@@ -13,13 +13,11 @@ generator network (any :class:`~scenetok.interfaces.SceneGenerator`) and of the 
   (the renderer's loop, not a copy).
 
 Token scale: the generator works on ``tokens * token_scale`` (0.1 in the paper); divide sampled
-tokens by it before rendering (:meth:`SceneGenConfig.unscale`).
+tokens by it before rendering (:meth:`~scenetok.sections.SceneGenConfig.unscale`). The ``scenegen``
+recipe section, :class:`~scenetok.sections.SceneGenConfig`, is re-exported here.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -27,59 +25,11 @@ from torch import Tensor
 from scenetok.geometry.conventions import make_relative
 from scenetok.interfaces import Sampler, SceneGenerator
 from scenetok.rollout import build_schedule, guided, rollout
+from scenetok.sections import SceneGenConfig
 from scenetok.types import Cameras
 
-
-@dataclass
-class SceneGenConfig:
-    """The ``scenegen`` recipe node.
-
-    Attributes:
-        scenetok_run: run directory of the frozen SceneTok (compressor + renderer) whose token
-            space is generated; loaded once, never trained. Needed to train, evaluate, generate.
-        scenetok_recipe: a SceneTok recipe (file or shipped name) that only *sizes* the generator
-            when there is no trained run yet: ``scenetok validate`` / ``model summary`` of a paper-
-            size SceneGen recipe. Ignored when ``scenetok_run`` is set.
-        token_scale: the generator sees ``tokens * token_scale`` (the paper: 0.1).
-        view_keep_prob: training: probability that conditioning view ``v > 0`` is present
-            (view 0 always is; the paper: 0.5).
-        uncond_prob: training: probability that a whole sample is unconditional (every view
-            absent, anchors kept), which trains the CFG branch (the paper's ``cfg_train``: 0.1).
-        max_condition_views: conditioning images drawn per training sample (<= the generator's
-            ``max_condition_views``): view 0 is one of the anchor views, the others random frames.
-        guidance: classifier-free guidance scale at inference (the paper: 3.0; 1 = off).
-        steps: inference steps of the token sampler (the paper: 150).
-    """
-
-    scenetok_run: Optional[str] = None
-    scenetok_recipe: Optional[str] = None
-    token_scale: float = 0.1
-    view_keep_prob: float = 0.5
-    uncond_prob: float = 0.1
-    max_condition_views: int = 3
-    guidance: float = 3.0
-    steps: int = 150
-
-    def __post_init__(self) -> None:
-        if self.token_scale <= 0:
-            raise ValueError(f"scenegen.token_scale must be > 0, got {self.token_scale}")
-        for name in ("view_keep_prob", "uncond_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"scenegen.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.max_condition_views < 1:
-            raise ValueError(f"scenegen.max_condition_views must be >= 1, got {self.max_condition_views}")
-        if self.guidance < 0:
-            raise ValueError(f"scenegen.guidance must be >= 0, got {self.guidance}")
-        if self.steps < 1:
-            raise ValueError(f"scenegen.steps must be >= 1, got {self.steps}")
-
-    def scale(self, tokens: Tensor) -> Tensor:
-        """Compressor tokens -> the generator's space."""
-        return tokens * self.token_scale
-
-    def unscale(self, tokens: Tensor) -> Tensor:
-        """Generated tokens -> the renderer's token space."""
-        return tokens / self.token_scale
+__all__ = ["SceneGenConfig", "condition_dropout", "guided_prediction", "relative_to_first_condition",
+           "sample_tokens", "training_loss"]
 
 
 def relative_to_first_condition(cond_cameras: Cameras, anchor_cameras: Cameras) -> tuple[Cameras, Cameras]:

@@ -19,13 +19,21 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from scenetok.types import Cameras, SceneBatch, collate_scenes
+from scenetok.data.view_sampling import stable_seed
+from scenetok.eval.evaluate import EvalReport, evaluation_sample
+from scenetok.eval.metrics import FIDMetric, LPIPSMetric, MetricSuite
+from scenetok.eval.report import ReportExample, format_markdown, write_eval_report
+from scenetok.interfaces import CorruptSampleError
+from scenetok.scenegen.model import single_image_setup
+from scenetok.types import SceneBatch, collate_scenes
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +54,6 @@ def score_scene(model: Any, batch: SceneBatch, suite: Any, *, seed: int, steps: 
 
     Returns the predictions and both token sets, for the report grid and token statistics.
     """
-    from scenetok.scenegen.model import single_image_setup
-
     device = next(model.generator.parameters()).device
     batch = batch.to(device)
     cond, anchors, targets = single_image_setup(batch)
@@ -77,14 +83,6 @@ def evaluate_scenegen(model: Any, dataset: Any, entries: Iterable[Any], *, confi
     evaluation index of ``dataset``; writes ``eval.json``, ``eval.md`` and ``eval_grid.png`` into
     ``out_dir`` and returns an :class:`~scenetok.eval.evaluate.EvalReport`. ``config`` is the
     recipe's ``eval`` section (metrics, ``max_scenes``, ``grid_scenes``)."""
-    from tqdm.auto import tqdm
-
-    from scenetok.components.datasets.view_sampling import stable_seed
-    from scenetok.eval.evaluate import EvalReport, evaluation_sample
-    from scenetok.eval.metrics import FIDMetric, LPIPSMetric, MetricSuite
-    from scenetok.eval.report import ReportExample, format_markdown, write_eval_report
-    from scenetok.interfaces import CorruptSampleError
-
     lpips = LPIPSMetric(config.lpips_net, backbone_weights=config.lpips_weights or None,
                         allow_random_backbone=allow_random_lpips)
     fid_factory = (lambda: FIDMetric(config.fid_weights)) if config.fid_weights else None

@@ -28,8 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image, UnidentifiedImageError
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
+from scenetok.geometry.crop import crop_intrinsics, plan_crop, rescale_and_crop_pil
+from scenetok.render import trajectory_cameras
+from scenetok.render_io import write_frames, write_video
+from scenetok.scenegen.core import relative_to_first_condition
 from scenetok.types import Cameras, Views
 
 log = logging.getLogger(__name__)
@@ -51,10 +58,6 @@ def load_condition_images(paths: list[str | Path], image_size: tuple[int, int], 
                           ) -> tuple[Tensor, list[Any]]:
     """Images ``(V, 3, H, W)`` in ``[0, 1]``, resized and centre-cropped to ``image_size`` as the
     datasets do, plus each image's :class:`~scenetok.geometry.crop.CropPlan` (for intrinsics)."""
-    from PIL import Image, UnidentifiedImageError
-
-    from scenetok.geometry.crop import plan_crop, rescale_and_crop_pil
-
     if not paths:
         raise SceneGenInputError("give at least one conditioning image (--images a.png)")
     if len(paths) > max_images:
@@ -137,12 +140,8 @@ class GenerationRequest:
 
 
 def make_request(images: Tensor, plans: list[Any], *, camera_file: dict[str, Cameras] | None,
-                 template: Cameras, trajectory: str, frames: int) -> GenerationRequest:
+                 template: Cameras | None, trajectory: str, frames: int) -> GenerationRequest:
     """Cameras for ``images`` from a camera file or from the template anchors (module docstring)."""
-    from scenetok.geometry.crop import crop_intrinsics
-    from scenetok.render import trajectory_cameras
-    from scenetok.scenegen.core import relative_to_first_condition
-
     views = images.shape[0]
     if camera_file is None:
         if views > 1:
@@ -203,8 +202,6 @@ def render_tokens(scenetok: Any, tokens: Tensor, cameras: Cameras, *, seed: int,
 
 def write_tokens(path: str | Path, tokens: Tensor, trajectory: Cameras, metadata: dict[str, Any]) -> Path:
     """Save tokens ``(N, D)`` and the trajectory cameras as safetensors (metadata as JSON strings)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"tokens": tokens.detach().cpu().float().contiguous(),
@@ -216,8 +213,6 @@ def write_tokens(path: str | Path, tokens: Tensor, trajectory: Cameras, metadata
 
 def read_tokens(path: str | Path) -> tuple[Tensor, Cameras, dict[str, Any]]:
     """``(tokens (N, D), trajectory cameras (V,), metadata)`` from :func:`write_tokens`' file."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise SceneGenInputError(f"{path}: no such tokens file")
@@ -240,8 +235,6 @@ def read_tokens(path: str | Path) -> tuple[Tensor, Cameras, dict[str, Any]]:
 def write_outputs(out_dir: str | Path, frames: Tensor, tokens: Tensor, trajectory: Cameras, images: Tensor,
                   metadata: dict[str, Any], fps: float) -> dict[str, Path]:
     """``frames/frame_XXXX.png``, ``render.mp4`` (GIF fallback), ``conditioning/``, ``tokens.safetensors``."""
-    from scenetok.render_io import write_frames, write_video
-
     out = Path(out_dir)
     write_frames(frames, out / "frames", prefix="frame")
     write_frames(images, out / "conditioning", prefix="image")

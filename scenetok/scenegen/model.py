@@ -56,6 +56,9 @@ class SceneGen(nn.Module):
         config: the ``scenegen`` recipe node.
     """
 
+    #: The token compressor is part of the frozen SceneTok: always frozen (read by the training loop).
+    compressor_frozen = True
+
     def __init__(self, scenetok: nn.Module, generator: SceneGenerator, sampler: Sampler,
                  config: SceneGenConfig) -> None:
         super().__init__()
@@ -69,6 +72,10 @@ class SceneGen(nn.Module):
             raise ValueError(f"scenegen.max_condition_views={config.max_condition_views} exceeds the generator's "
                              f"max_condition_views={max_views}")
         self.train(False)
+
+    def freeze_compressor(self) -> None:
+        """Nothing to do: SceneGen never trains the compressor (``train.freeze_compressor_after``
+        and resumed states call this)."""
 
     def train(self, mode: bool = True) -> SceneGen:
         super().train(mode)

@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
+import yaml
 
-from scenetok.recipe import Recipe, RecipeError
+from scenetok.checkpoint import load_checkpoint
+from scenetok.model import SceneTok, _latent_size, image_size_of
+from scenetok.nn.utils import count_parameters
+from scenetok.recipe import Recipe, RecipeError, load_recipe, load_recipe_dict, upgrade_stored_recipe
+from scenetok.scenegen.model import SceneGen
+from scenetok.sections import SceneGenConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +41,6 @@ def is_scenegen_recipe(recipe_or_data: Any) -> bool:
 
 def _stored_recipe(run: Path) -> Recipe:
     """The validated recipe a SceneTok run was trained with (no weights read)."""
-    import yaml
-
-    from scenetok.recipe import load_recipe_dict, upgrade_stored_recipe
-
     path = run / "recipe.yaml"
     if not path.is_file():
         raise RecipeError([f"scenegen.scenetok_run: {run} is not a SceneTok run directory (no recipe.yaml); "
@@ -52,16 +55,12 @@ def scenetok_recipe_of(recipe: Recipe) -> Recipe:
     if config.scenetok_run:
         return _stored_recipe(Path(config.scenetok_run))
     if config.scenetok_recipe:
-        from scenetok.recipe import load_recipe
-
         return load_recipe(config.scenetok_recipe)
     raise RecipeError(["scenegen.scenetok_run: required (the trained SceneTok whose tokens SceneGen generates)"])
 
 
 def generator_build_args(scenetok_recipe: Recipe) -> dict[str, Any]:
     """The scene generator's build arguments from the frozen SceneTok's recipe."""
-    from scenetok.model import _latent_size, image_size_of
-
     image_size = image_size_of(scenetok_recipe["dataset"].config)
     image = scenetok_recipe["image_compressor"]
     spec = image.cls.latent_spec(image.config)
@@ -88,8 +87,6 @@ def check_scenegen_recipe(recipe: Recipe) -> list[str]:
         base = scenetok_recipe_of(recipe)
     except RecipeError as error:
         return errors + error.errors
-    from scenetok.model import image_size_of
-
     mine, theirs = image_size_of(recipe["dataset"].config), image_size_of(base["dataset"].config)
     if mine != theirs:
         errors.append(f"dataset.image_size: {list(mine)} differs from the frozen SceneTok's {list(theirs)}")
@@ -112,8 +109,6 @@ def check_scenegen_recipe(recipe: Recipe) -> list[str]:
 
 def summary(recipe: Recipe) -> dict[str, Any]:
     """Parameter count of the scene generator (meta device) and the token space it generates."""
-    from scenetok.nn.utils import count_parameters
-
     base = scenetok_recipe_of(recipe)
     generator = build_generator(recipe, base, device="meta")
     args = generator_build_args(base)
@@ -131,9 +126,6 @@ def summary(recipe: Recipe) -> dict[str, Any]:
 def build_scenegen(recipe: Recipe, device: torch.device | str = "cpu") -> Any:
     """A SceneGen model for ``recipe``: the frozen SceneTok loaded from ``scenegen.scenetok_run``
     (EMA weights when stored), a freshly initialised generator, the token sampler."""
-    from scenetok.model import SceneTok
-    from scenetok.scenegen.model import SceneGen
-
     config = recipe["scenegen"]
     if not config.scenetok_run:
         raise RecipeError(["scenegen.scenetok_run: required to build SceneGen (the trained SceneTok run)"])
@@ -148,9 +140,6 @@ def load_scenegen(run: str | Path, overrides: Iterable[str] = (), *, ema: bool =
     """A trained SceneGen from a run or checkpoint directory (EMA weights when stored); the frozen
     SceneTok is loaded from the stored recipe's ``scenegen.scenetok_run``. ``model.recipe`` and
     ``model.trained_step`` are set."""
-    from scenetok.checkpoint import load_checkpoint
-    from scenetok.recipe import load_recipe_dict, upgrade_stored_recipe
-
     checkpoint = load_checkpoint(run, map_location=device)
     stored = upgrade_stored_recipe(checkpoint.recipe)
     if not is_scenegen_recipe(stored):
@@ -164,18 +153,12 @@ def load_scenegen(run: str | Path, overrides: Iterable[str] = (), *, ema: bool =
     return model.eval()
 
 
-def _stored_scenegen_config(run: str | Path) -> Any:
+def stored_scenegen_config(run: str | Path) -> Any:
     """The ``scenegen`` section a SceneGen run was trained with (reads its recipe only)."""
-    import yaml
-
-    from scenetok.scenegen.core import SceneGenConfig
-
     path = Path(run) / "recipe.yaml"
     if path.is_file():
         data = yaml.safe_load(path.read_text())
     else:
-        from scenetok.checkpoint import load_checkpoint
-
         data = load_checkpoint(run).recipe
     node = data.get("scenegen") if isinstance(data, dict) else None
     if not isinstance(node, dict):

@@ -40,6 +40,7 @@ from scenetok.components.decoders.dit import DiTBlock, FinalLayer
 from scenetok.interfaces import SceneGenerator
 from scenetok.nn.camera import RAY_MAP_KINDS, SinCosRayPatchEmbed, camera_patch_for_grid
 from scenetok.nn.layers import TimestepEmbedder, swiglu_hidden_dim
+from scenetok.nn.utils import rename_key
 from scenetok.types import Cameras
 
 logger = logging.getLogger(__name__)
@@ -316,8 +317,6 @@ def official_key_map() -> dict[str, str | None]:
 def load_official_state_dict(state_dict: dict[str, Tensor], prefix: str = "scene_generator.") -> dict[str, Tensor]:
     """Our state dict from an official one: keep ``prefix`` keys, strip it, rename every key with
     :func:`official_key_map` (a key without a rule raises ``KeyError`` naming it)."""
-    from scenetok.nn.utils import rename_key
-
     key_map = official_key_map()
     renamed: dict[str, Tensor] = {}
     selected = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
