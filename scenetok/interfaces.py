@@ -400,6 +400,7 @@ class SceneGenerator(Component, nn.Module, abc.ABC):
         cond_cameras: Cameras,
         anchor_cameras: Cameras,
         cond_mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """Predict the sampler's target.
 
@@ -415,6 +416,8 @@ class SceneGenerator(Component, nn.Module, abc.ABC):
             cond_mask: optional ``(B, Vc)`` bool, ``False`` = that view is absent (replaced by the
                 learned null token); ``None`` = all present. All ``False`` is the unconditional
                 branch of classifier-free guidance (anchors are kept).
+            generator: source of any training-time randomness inside the network (e.g. camera
+                dropout), so that training steps are reproducible and resumable exactly.
 
         Returns:
             ``(B, N, D)``.

@@ -71,7 +71,8 @@ def training_loss(network: SceneGenerator, sampler: Sampler, tokens: Tensor, con
     noise_device = generator.device if generator is not None else tokens.device
     noise = torch.randn(tokens.shape, generator=generator, device=noise_device, dtype=tokens.dtype).to(tokens.device)
     noisy = sampler.add_noise(tokens, noise, t)
-    prediction = network(noisy, sampler.network_timesteps(t), cond_latents, cond_cameras, anchor_cameras, cond_mask)
+    prediction = network(noisy, sampler.network_timesteps(t), cond_latents, cond_cameras, anchor_cameras, cond_mask,
+                         generator=generator)
     target = sampler.training_target(tokens, noise, t)
     return (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
 

@@ -195,15 +195,18 @@ class DiTSceneGenerator(SceneGenerator):
 
     # -- conditioning -----------------------------------------------------------------------------
 
-    def _camera_dropout(self, embedding: Tensor) -> Tensor:
-        """Zero a sample's whole camera embedding with probability ``camera_dropout`` (training)."""
+    def _camera_dropout(self, embedding: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Zero a sample's whole camera embedding with probability ``camera_dropout`` (training),
+        drawn from ``generator`` (on its device) when given."""
         if not self.training or self.config.camera_dropout == 0:
             return embedding
-        keep = torch.rand(embedding.shape[0], device=embedding.device) >= self.config.camera_dropout
+        draw_device = generator.device if generator is not None else embedding.device
+        draw = torch.rand(embedding.shape[0], generator=generator, device=draw_device).to(embedding.device)
+        keep = draw >= self.config.camera_dropout
         return embedding * keep.reshape(-1, *([1] * (embedding.ndim - 1))).to(embedding.dtype)
 
     def condition_sequence(self, cond_latents: Tensor, cond_cameras: Cameras, anchor_cameras: Cameras,
-                           cond_mask: Tensor | None = None) -> Tensor:
+                           cond_mask: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """The cross-attention sequence ``y``, ``(B, Vmax * (h/p)(w/p) + Va, H)`` (see the module
         docstring); ``Vc < max_condition_views`` views are padded with absent ones."""
         if cond_latents.ndim != 5:
@@ -226,8 +229,8 @@ class DiTSceneGenerator(SceneGenerator):
             raise ValueError(f"cond_mask must be (B, Vc) = {(batch, views)}, got {tuple(cond_mask.shape)}")
 
         images = self.cond_embed(cond_latents.flatten(0, 1)).unflatten(0, (batch, views))  # (B, Vc, P, H)
-        camera = self._camera_dropout(self.camera_embed(cond_cameras))
-        anchors = self._camera_dropout(self.anchor_camera_embed(anchor_cameras).mean(dim=2))  # (B, Va, H)
+        camera = self._camera_dropout(self.camera_embed(cond_cameras), generator)
+        anchors = self._camera_dropout(self.anchor_camera_embed(anchor_cameras).mean(dim=2), generator)  # (B, Va, H)
         if self.config.camera_bf16_rounding:
             camera, anchors = camera.to(torch.bfloat16), anchors.to(torch.bfloat16)
         views_y = images + camera.to(images.dtype)
@@ -242,7 +245,8 @@ class DiTSceneGenerator(SceneGenerator):
     # -- forward ----------------------------------------------------------------------------------
 
     def forward(self, noisy_tokens: Tensor, timesteps: Tensor, cond_latents: Tensor, cond_cameras: Cameras,
-                anchor_cameras: Cameras, cond_mask: Tensor | None = None) -> Tensor:
+                anchor_cameras: Cameras, cond_mask: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
         """Predict the sampler's target for ``noisy_tokens (B, N, D)`` at ``timesteps (B, N)``
         (network scale); see :meth:`scenetok.interfaces.SceneGenerator.forward`. Returns ``(B, N, D)``."""
         if noisy_tokens.ndim != 3 or noisy_tokens.shape[1:] != (self.num_tokens, self.token_dim):
@@ -254,7 +258,7 @@ class DiTSceneGenerator(SceneGenerator):
         if cond_latents.shape[0] != batch:
             raise ValueError(f"cond_latents has batch {cond_latents.shape[0]}, noisy_tokens {batch}")
         x = self.token_embed(noisy_tokens) + self.pos_embed
-        y = self.condition_sequence(cond_latents, cond_cameras, anchor_cameras, cond_mask).to(x.dtype)
+        y = self.condition_sequence(cond_latents, cond_cameras, anchor_cameras, cond_mask, generator).to(x.dtype)
         condition = self.timestep_embed(timesteps).to(x.dtype)  # (B, N, H): per-token adaLN
         for block in self.blocks:
             if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
