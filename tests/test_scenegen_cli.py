@@ -138,3 +138,20 @@ def test_eval_on_a_scenegen_run_scores_against_both_references(scenegen_run, tmp
     assert set(data["methods"]) == {"scenegen", "copy_condition", "scenetok_reconstruction"}
     assert "generated" in data["metadata"]["token_statistics"]
     assert "copy_condition" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_gloo(scenetok_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "scenetok.cli", "train", str(SCENEGEN), "--run-dir", str(run), "--no-progress", "train.steps=2",
+               f"scenegen.scenetok_run={scenetok_run}"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_checkpoint(run).step == 2
+    assert "distributed: rank 1 of 2 (gloo)" in done.stderr

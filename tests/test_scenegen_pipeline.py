@@ -47,7 +47,17 @@ def test_training_sample_split_and_frozen_scenetok(setup):
     torch.testing.assert_close(cond.cameras.extrinsics[:, 0], torch.eye(4).expand(2, 4, 4), atol=1e-5, rtol=0)
     matches = (anchors.cameras.extrinsics - torch.eye(4)).abs().flatten(2).amax(-1) < 1e-5  # (B, Va)
     assert bool(matches.any(1).all())
+    for b in range(2):  # conditioning view 0 is that anchor's image
+        (which,) = matches[b].nonzero()[0].tolist()
+        assert torch.equal(cond.images[b, 0], batch.context.images[b, which])
+        assert int(cond.indices[b, 0]) == int(batch.context.indices[b, which])
     assert torch.equal(cond.images[:, 1:], batch.target.images[:, :2])
+    # the choice is drawn per sample: the two samples' anchor positions sometimes differ
+    positions = set()
+    for seed in range(12):
+        chosen = model.split_batch(batch, torch.Generator().manual_seed(seed))[0].indices[:, 0]
+        positions.add(tuple(int((batch.context.indices[b] == chosen[b]).nonzero()[0]) for b in range(2)))
+    assert len({p for p in positions if p[0] != p[1]}) > 0 and len(positions) > 1
 
     model.train()
     assert not model.scenetok.training  # the frozen SceneTok never leaves eval mode

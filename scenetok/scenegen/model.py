@@ -4,8 +4,8 @@ trainable scene generator and its token sampler.
 Training sample (from any SceneTok dataset sample ``{context, target}``), as in the paper:
 
 * anchors = the context views (the views the frozen compressor sees);
-* conditioning view 0 = one random anchor view; views ``1 .. Vc-1`` = the first target frames
-  (other frames of the same video); every camera relative to conditioning view 0;
+* conditioning view 0 = one random anchor view (drawn per sample); views ``1 .. Vc-1`` = the first
+  target frames (other frames of the same video); every camera relative to conditioning view 0;
 * target = ``token_scale * compressor(anchor latents, anchor cameras).sample()`` (frozen, no grad),
   computed on the fly;
 * conditioning mask from :func:`~scenetok.scenegen.core.condition_dropout`.
@@ -104,16 +104,20 @@ class SceneGen(nn.Module):
         if batch.target.num_views < others:
             raise ValueError(f"scenegen.max_condition_views={self.config.max_condition_views} needs at least "
                              f"{others} target views per sample, the dataset gives {batch.target.num_views}")
-        first = int(torch.randint(anchors.num_views, (1,), generator=generator).item())
+        batch_size = anchors.indices.shape[0]
+        # Per sample: conditioning view 0 is a random anchor, views 1.. the first target frames.
+        first = torch.randint(anchors.num_views, (batch_size, 1), generator=generator)
+        rows = torch.arange(batch_size)[:, None]
 
-        def pick(views: Views, index: Any) -> Views:
-            return Views(images=None if views.images is None else views.images[:, index],
-                         cameras=views.cameras[:, index], indices=views.indices[:, index],
-                         latents=None if views.latents is None else views.latents[:, index])
+        def pick(views: Views, columns: Tensor) -> Views:
+            index = (rows.to(views.indices.device), columns.to(views.indices.device))
+            return Views(images=None if views.images is None else views.images[index],
+                         cameras=views.cameras[index], indices=views.indices[index],
+                         latents=None if views.latents is None else views.latents[index])
 
-        parts = [pick(anchors, slice(first, first + 1))]
+        parts = [pick(anchors, first)]
         if others:
-            parts.append(pick(batch.target, slice(0, others)))
+            parts.append(pick(batch.target, torch.arange(others).expand(batch_size, others)))
         cond = Views(
             images=None if any(p.images is None for p in parts) else torch.cat([p.images for p in parts], 1),
             cameras=Cameras.cat([p.cameras for p in parts]),
