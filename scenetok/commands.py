@@ -184,7 +184,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=cmd_model_summary)
 
-    p = sub.add_parser("train", help="train a SceneTok from a recipe (resumes if --run exists)",
+    p = sub.add_parser("train", help="train a SceneTok (or a SceneGen) from a recipe (resumes if --run exists)",
                        description="Train with the core loop: AdamW, warm-up + decay, clipping, bf16 "
                        "autocast where supported, EMA, NaN/huge-gradient skipping, atomic checkpoints. "
                        "Re-running the same command on the same --run resumes exactly. Works under "

@@ -35,7 +35,8 @@ def on(run: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def scenegen_run(scenetok_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("scenegen") / "run"
-    result = train_recipe(SCENEGEN, on(scenetok_run, "train.steps=2"), run_dir=run, progress=False)
+    result = train_recipe(SCENEGEN, on(scenetok_run, "train.steps=2", "train.validate_every=2"), run_dir=run,
+                          progress=False)
     assert result.reason == "finished" and result.step == 2
     return run
 
@@ -45,6 +46,7 @@ def test_training_smoke_writes_the_usual_run_files(scenegen_run):
     assert [line["step"] for line in lines] == [1, 2]
     assert all(np.isfinite(line["loss"]) for line in lines)
     assert (scenegen_run / "loss.png").exists() and (scenegen_run / "recipe.yaml").exists()
+    assert (scenegen_run / "validation" / "step_000002.png").exists()  # single-image generation grid
     checkpoint = load_checkpoint(scenegen_run)
     # only the generator is trained and stored; the frozen SceneTok comes from its own run
     assert checkpoint.tensors["model"] and all(k.startswith("scene_generator.") for k in checkpoint.tensors["model"])
