@@ -17,7 +17,6 @@ from scenetok.data.dataset import build_dataset
 from scenetok.data.index import write_evaluation_index
 from scenetok.data.view_sampling import sample_evaluation_views
 from scenetok.geometry.conventions import make_relative
-from scenetok.geometry.trajectories import scene_cameras
 from scenetok.model import SceneTok
 from scenetok.recipe import Recipe
 from scenetok.render_io import write_frames, write_video
@@ -55,7 +54,8 @@ def template_anchors(model: Any) -> Cameras:
     config = recipe["dataset"].config
     context, _ = sample_evaluation_views(dataset.num_frames(scene), config.context_views, config.target_views,
                                          seed=0, scene=scene)
-    return make_relative(scene_cameras(dataset, scene, context), 0)
+    views = dataset.load_selection(scene, context, context[:1])["context"]
+    return make_relative(Cameras(views["extrinsics"], views["intrinsics"]), 0)
 
 
 def generate_run(run: str | Path, images: list[str | Path], out_dir: str | Path, *, cameras: str | Path | None = None,
