@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "metadata only; nothing is imported unless --check or show).")
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list",
                    help="'list' (default), 'show KIND NAME' for a component's config fields and presets, "
-                   "or 'show SECTION' for a core recipe section (model, train, eval, render)")
+                   "or 'show SECTION' for a core recipe section (model, train, eval, render, scenegen)")
     p.add_argument("kind", nargs="?", help="restrict to one kind (image_compressor, token_compressor, "
                    "decoder, sampler, dataset, scene_generator)")
     p.add_argument("name", nargs="?", help="component name (with 'show')")
