@@ -242,10 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "metadata only; nothing is imported unless --check or show).")
     p.add_argument("action", nargs="?", default="list",
                    help="'list' (default), 'show KIND NAME' for a component's config fields and presets, "
-                   "or 'show SECTION' for a core recipe section (model, train, eval, render); a KIND here "
-                   "lists that kind (`scenetok plugins samplers`)")
+                   "or 'show SECTION' for a core recipe section (model, train, eval, render, scenegen); a "
+                   "KIND here lists that kind (`scenetok plugins samplers`)")
     p.add_argument("kind", nargs="?", help="restrict to one kind (image_compressor, token_compressor, "
-                   "decoder, sampler, dataset; the plural works too)")
+                   "decoder, sampler, dataset, scene_generator; the plural works too)")
     p.add_argument("name", nargs="?", help="component name (with 'show')")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--check", action="store_true", help="import every component and verify its class, "

@@ -73,6 +73,10 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
     from scenetok.model import summary  # lazy: imports torch
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.component("scene_generator") is not None:
+        from scenetok.scenegen.jobs import print_summary  # lazy: imports torch
+
+        return print_summary(recipe, args.recipe, as_json=args.json)
     info = summary(recipe)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -109,8 +113,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from scenetok.eval.evaluate import evaluate_run  # lazy: imports torch
+    from scenetok.scenegen.jobs import evaluate_scenegen_run, is_scenegen_run  # lazy: imports torch
 
-    report = evaluate_run(args.run, index=args.index, out_dir=args.out, overrides=args.overrides,
+    evaluate = evaluate_scenegen_run if is_scenegen_run(args.run) else evaluate_run
+    report = evaluate(args.run, index=args.index, out_dir=args.out, overrides=args.overrides,
                           max_scenes=args.max_scenes, progress=_progress(args))
     print(report.markdown)
     print(f"\nwrote {report.out_dir}")
@@ -124,6 +130,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from scenetok.render import render_run  # lazy: imports torch
 
+    if args.tokens is not None:
+        from scenetok.scenegen.generate import SceneGenInputError  # lazy: imports torch
+        from scenetok.scenegen.jobs import render_tokens_run  # lazy: imports torch
+
+        try:
+            out = render_tokens_run(args.run, args.tokens, out_dir=args.out, overrides=args.overrides)
+        except SceneGenInputError as error:
+            print(f"scenetok: error: {error}", file=sys.stderr)
+            return 2
+        print(f"wrote {out}")
+        return 0
     out = render_run(args.run, out_dir=args.out, scene=args.scene, trajectory=args.trajectory,
                      frames=args.frames, overrides=args.overrides, progress=_progress(args),
                      deterministic=not args.stochastic, size=args.size, upscale=args.upscale)
@@ -257,7 +274,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=cmd_model_summary)
 
-    p = sub.add_parser("train", help="train a SceneTok from a recipe (resumes if --run exists)",
+    p = sub.add_parser("train", help="train a SceneTok (or a SceneGen) from a recipe (resumes if --run exists)",
                        description="Train with the core loop: AdamW, warm-up + decay, clipping, bf16 "
                        "autocast where supported, EMA, NaN/huge-gradient skipping, atomic checkpoints. "
                        "Re-running the same command on the same --run resumes exactly. Works under "
@@ -272,7 +289,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="PSNR/SSIM/LPIPS of a run on held-out scenes, with baselines",
                        description="Render the targets of an evaluation index and report PSNR, SSIM and "
                        "LPIPS per scene and averaged, next to the 'nearest context view' and 'mean context "
-                       "image' baselines. Writes eval.json, eval.md and a PNG grid.")
+                       "image' baselines. Writes eval.json, eval.md and a PNG grid. On a SceneGen run: "
+                       "single-image generation (condition on context frame 0, anchors = the context "
+                       "cameras) against 'copy the conditioning image' and the SceneTok reconstruction.")
     p.add_argument("run", type=Path, help="run directory or checkpoint directory")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides (e.g. eval.steps=10)")
     p.add_argument("--index", type=Path, help="evaluation index JSON (default: eval.index or a generated one)")
@@ -299,6 +318,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                       "still renders at its training size)")
     view.add_argument("--upscale", type=int, metavar="K", default=None,
                       help="enlarge the written frames and video K times (nearest neighbour: pixels stay sharp)")
+    p.add_argument("--tokens", type=Path, default=None,
+                   help="render the trajectory saved with generated tokens (`scenetok generate`'s "
+                   "tokens.safetensors) instead of encoding a scene; RUN is the SceneGen or SceneTok run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_render)
 

@@ -28,6 +28,8 @@ def scenetok_add_commands(subparsers: Any) -> None:
 
 @hookimpl(tryfirst=True)
 def scenetok_validate_recipe(recipe: Any, errors: list[str]) -> None:
+    if recipe.component("scene_generator") is not None:
+        return  # a SceneGen recipe: checked against its frozen SceneTok by scenetok.scenegen.hooks
     from scenetok.model import check_recipe  # lazy: imports torch
 
     errors.extend(check_recipe(recipe))

@@ -1,5 +1,5 @@
 """The abstract component interfaces: what every image compressor, token compressor, decoder,
-sampler and dataset (core or plugin) implements.
+sampler, dataset and scene generator (core or plugin) implements.
 
 Conventions shared by all kinds
 -------------------------------
@@ -367,3 +367,58 @@ class SceneDataset(Component, torch.utils.data.Dataset, abc.ABC):
 class CorruptSampleError(RuntimeError):
     """A sample on disk is unusable (corrupt file, missing frame, ...). Datasets raise it with a
     message naming the file and scene; loaders skip the sample, warn, and record it in a report."""
+
+
+class SceneGenerator(Component, nn.Module, abc.ABC):
+    """SceneGen's denoising network: predicts the sampler's target for noisy *scene tokens*,
+    conditioned on up to ``max_condition_views`` posed images and a set of anchor cameras.
+
+    Treat the ``N`` scene tokens as the sampler's "frames": timesteps are per token, ``(B, N)``,
+    so any :class:`Sampler` and the shared rollout loop drive it unchanged.
+
+    Build arguments: ``num_tokens`` and ``token_dim`` (the frozen token compressor's
+    :meth:`TokenCompressor.token_shape`), ``in_channels`` and ``latent_size`` (channels and
+    ``(h, w)`` of a conditioning image's latent from the context image compressor). Implementations
+    keep ``num_tokens`` and ``token_dim`` as attributes (the sampling loop reads them).
+
+    Conventions: all cameras are relative to conditioning view 0 (the caller relativises, see
+    :func:`scenetok.scenegen.relative_to_first_condition`); the scene tokens are the compressor's
+    tokens multiplied by the recipe's token scale (0.1 in the paper).
+    """
+
+    @classmethod
+    @abc.abstractmethod
+    def max_condition_views(cls, config: Any) -> int:
+        """Most conditioning images one forward pass accepts (3 in the paper)."""
+
+    @abc.abstractmethod
+    def forward(
+        self,
+        noisy_tokens: Tensor,
+        timesteps: Tensor,
+        cond_latents: Tensor,
+        cond_cameras: Cameras,
+        anchor_cameras: Cameras,
+        cond_mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Predict the sampler's target.
+
+        Args:
+            noisy_tokens: ``(B, N, D)`` noisy (scaled) scene tokens.
+            timesteps: ``(B, N)`` per-token timesteps in the network's scale (see
+                :meth:`Sampler.network_timesteps`).
+            cond_latents: ``(B, Vc, C, h, w)`` standardised latents of ``Vc <= max_condition_views``
+                conditioning images.
+            cond_cameras: their cameras, batch shape ``(B, Vc)``.
+            anchor_cameras: batch shape ``(B, Va)``, the cameras whose views the scene must explain
+                (the compressor's context cameras at training time).
+            cond_mask: optional ``(B, Vc)`` bool, ``False`` = that view is absent (replaced by the
+                learned null token); ``None`` = all present. All ``False`` is the unconditional
+                branch of classifier-free guidance (anchors are kept).
+            generator: source of any training-time randomness inside the network (e.g. camera
+                dropout), so that training steps are reproducible and resumable exactly.
+
+        Returns:
+            ``(B, N, D)``.
+        """

@@ -38,7 +38,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from scenetok import registry
 from scenetok.hookspecs import call_hook
-from scenetok.sections import CORE_SECTIONS
+from scenetok.sections import CORE_SECTIONS, SCENEGEN_SECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,13 @@ COMPONENT_SECTIONS: dict[str, str] = {
     "decoder": "decoder",
     "sampler": "sampler",
     "dataset": "dataset",
+    "scene_generator": "scene_generator",
 }
 #: Sections that a recipe may leave out.
-OPTIONAL_SECTIONS = {"target_image_compressor"}
+OPTIONAL_SECTIONS = {"target_image_compressor", "scene_generator"}
+#: Sections a SceneGen recipe (one with a ``scene_generator``) does not declare: they come from
+#: its frozen SceneTok run (``scenegen.scenetok_run``); its ``sampler`` is the token sampler.
+FROZEN_SCENETOK_SECTIONS = {"image_compressor", "target_image_compressor", "token_compressor", "decoder"}
 
 #: Plain top-level keys.
 SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -639,11 +643,15 @@ def validate(composed: ComposedRecipe, *, log_notes: bool = True) -> Recipe:
     if isinstance(version, int) and version != RECIPE_VERSION:
         errors.append(f"{where('recipe_version')}: this scenetok reads recipe_version {RECIPE_VERSION}, got {version}")
 
+    scenegen = data.get("scene_generator") is not None
+    if data.get("scenegen") is not None and not scenegen:
+        errors.append(f"{where('scenegen')}: only a SceneGen recipe (one with a `scene_generator`) has this section")
+    optional = OPTIONAL_SECTIONS | (FROZEN_SCENETOK_SECTIONS if scenegen else set())
     components: dict[str, ComponentSpec] = {}
     for section, kind in COMPONENT_SECTIONS.items():
         node = data.get(section)
         if node is None:
-            if section not in OPTIONAL_SECTIONS:
+            if section not in optional:
                 errors.append(f"{composed.source}: {section}: missing (choose a {kind} by name, e.g. `{section}: {{name: ...}}`)")
             continue
         if not isinstance(node, Mapping):
@@ -695,6 +703,8 @@ def validate(composed: ComposedRecipe, *, log_notes: bool = True) -> Recipe:
 
     sections: dict[str, Any] = {}
     for section, config_cls in CORE_SECTIONS.items():
+        if section in SCENEGEN_SECTIONS and not scenegen:
+            continue
         node = data.get(section) or {}
         if not isinstance(node, Mapping):
             errors.append(f"{where(section)}: must be a mapping, got {node!r}")

@@ -32,6 +32,7 @@ GROUPS: dict[str, str] = {
     "decoder": "scenetok.decoders",
     "sampler": "scenetok.samplers",
     "dataset": "scenetok.datasets",
+    "scene_generator": "scenetok.scene_generators",
 }
 KINDS: tuple[str, ...] = tuple(GROUPS)
 
@@ -42,6 +43,7 @@ _BASE_CLASSES: dict[str, str] = {
     "decoder": "Decoder",
     "sampler": "Sampler",
     "dataset": "SceneDataset",
+    "scene_generator": "SceneGenerator",
 }
 
 #: Components we know about that live in separately installed packages (name -> (kind, package)).

@@ -1,5 +1,5 @@
 """The core (non-component) recipe sections and their typed configs: ``model``, ``train``,
-``eval`` and ``render``.
+``eval``, ``render`` and (SceneGen recipes only) ``scenegen``.
 
 Plain dataclasses with no heavy imports, declared in one low-level module so that the recipe
 loader, ``scenetok plugins show`` and every layer above read the same definitions.
@@ -274,10 +274,66 @@ def _range_problems(section: str, config: Any, ranges: dict[str, tuple[Any, ...]
     return problems
 
 
+@dataclass
+class SceneGenConfig:
+    """How SceneGen trains and samples on top of a frozen SceneTok (recipe section ``scenegen``;
+    only SceneGen recipes, those with a ``scene_generator``, have it).
+
+    Attributes:
+        scenetok_run: run directory of the frozen SceneTok (compressor + renderer) whose token
+            space is generated; loaded once, never trained. Needed to train, evaluate, generate.
+        scenetok_recipe: a SceneTok recipe (file or shipped name) that only *sizes* the generator
+            when there is no trained run yet: ``scenetok validate`` / ``model summary`` of a paper-
+            size SceneGen recipe. Ignored when ``scenetok_run`` is set.
+        token_scale: the generator sees ``tokens * token_scale`` (the paper: 0.1).
+        view_keep_prob: training: probability that conditioning view ``v > 0`` is present
+            (view 0 always is; the paper: 0.5).
+        uncond_prob: training: probability that a whole sample is unconditional (every view
+            absent, anchors kept), which trains the CFG branch (the paper's ``cfg_train``: 0.1).
+        max_condition_views: conditioning images drawn per training sample (<= the generator's
+            ``max_condition_views``): view 0 is one of the anchor views, the others random frames.
+        guidance: classifier-free guidance scale at inference (the paper: 3.0; 1 = off).
+        steps: inference steps of the token sampler (the paper: 150).
+    """
+
+    scenetok_run: Optional[str] = None
+    scenetok_recipe: Optional[str] = None
+    token_scale: float = 0.1
+    view_keep_prob: float = 0.5
+    uncond_prob: float = 0.1
+    max_condition_views: int = 3
+    guidance: float = 3.0
+    steps: int = 150
+
+    def __post_init__(self) -> None:
+        if self.token_scale <= 0:
+            raise ValueError(f"scenegen.token_scale must be > 0, got {self.token_scale}")
+        for name in ("view_keep_prob", "uncond_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"scenegen.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.max_condition_views < 1:
+            raise ValueError(f"scenegen.max_condition_views must be >= 1, got {self.max_condition_views}")
+        if self.guidance < 0:
+            raise ValueError(f"scenegen.guidance must be >= 0, got {self.guidance}")
+        if self.steps < 1:
+            raise ValueError(f"scenegen.steps must be >= 1, got {self.steps}")
+
+    def scale(self, tokens: Any) -> Any:
+        """Compressor tokens -> the generator's space."""
+        return tokens * self.token_scale
+
+    def unscale(self, tokens: Any) -> Any:
+        """Generated tokens -> the renderer's token space."""
+        return tokens / self.token_scale
+
+
 #: Recipe section -> its config class.
 CORE_SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
     "render": RenderConfig,
+    "scenegen": SceneGenConfig,
 }
+#: Core sections that only SceneGen recipes (those with a ``scene_generator``) build.
+SCENEGEN_SECTIONS = ("scenegen",)

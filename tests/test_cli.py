@@ -28,14 +28,16 @@ def test_every_command_has_help(capsys):
         assert "usage: scenetok " + " ".join(command) in capsys.readouterr().out
 
 
-def test_plugins_json_lists_all_five_groups(capsys):
+def test_plugins_json_lists_all_six_groups(capsys):
     code, out, _ = run(capsys, "plugins", "--json")
     assert code == 0
     data = json.loads(out)
-    assert set(data["components"]) == {"image_compressor", "token_compressor", "decoder", "sampler", "dataset"}
+    assert set(data["components"]) == {"image_compressor", "token_compressor", "decoder", "sampler", "dataset",
+                                      "scene_generator"}
     names = {c["name"] for group in data["components"].values() for c in group}
     assert {"pixel", "vavae", "sdvae", "wan22", "perceiver", "dit", "flow", "ddpm", "rooms", "re10k",
             "transforms"} <= names
+    assert [c["name"] for c in data["components"]["scene_generator"]] == ["dit"]
     assert data["python"]
 
 

@@ -7,11 +7,13 @@ from scenetok.components.image_compressors.vavae import VAVAE
 from scenetok.components.image_compressors.wan22 import Wan22VAE
 from scenetok.components.samplers.ddpm import DDPMSampler
 from scenetok.components.samplers.flow import FlowSampler
+from scenetok.components.scene_generators.dit import DiTSceneGenerator
 from scenetok.components.token_compressors.perceiver import PerceiverCompressor
 from scenetok.testing.contracts import (
     DecoderContract,
     ImageCompressorContract,
     SamplerContract,
+    SceneGeneratorContract,
     TokenCompressorContract,
 )
 
@@ -86,3 +88,10 @@ class TestFlowSamplePrediction(SamplerContract):
 
     def make_config(self):
         return FlowSampler.Config(prediction="sample")
+
+
+class TestDiTSceneGenerator(SceneGeneratorContract):
+    component_class = DiTSceneGenerator
+
+    def make_config(self):
+        return DiTSceneGenerator.default_config("T", width=32, heads=2, camera_dropout=0.0)

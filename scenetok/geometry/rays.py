@@ -22,11 +22,21 @@ def pixel_grid(height: int, width: int, device: torch.device | None = None,
     return torch.stack([uu, vv], dim=-1)
 
 
-def ray_bundle(cameras: Cameras, height: int, width: int) -> tuple[Tensor, Tensor]:
+def _unit(vectors: Tensor, epsilon: float) -> Tensor:
+    if epsilon:
+        # The official code divides by ``norm + epsilon`` (length slightly below 1).
+        return vectors / (vectors.norm(dim=-1, keepdim=True) + epsilon)
+    return torch.nn.functional.normalize(vectors, dim=-1)
+
+
+def ray_bundle(cameras: Cameras, height: int, width: int, epsilon: float = 0.0) -> tuple[Tensor, Tensor]:
     """World-space rays through every pixel centre.
 
     Args:
         cameras: batch shape ``(...)``.
+        epsilon: ``0`` normalises directions exactly; ``> 0`` divides them by ``norm + epsilon``
+            (in camera and in world space), the official code's convention (``1e-6``), for
+            bit-level parity with its checkpoints.
 
     Returns:
         ``origins`` and unit ``directions``, each ``(..., H, W, 3)``.
@@ -36,21 +46,21 @@ def ray_bundle(cameras: Cameras, height: int, width: int) -> tuple[Tensor, Tenso
     homogeneous = torch.cat([uv, torch.ones_like(uv[..., :1])], dim=-1)  # (H, W, 3)
     # K^-1 [u, v, 1] in camera space (OpenCV: +z forward), then rotate into the world.
     camera_dirs = torch.einsum("...ij,hwj->...hwi", torch.linalg.inv(intrinsics), homogeneous)
-    camera_dirs = torch.nn.functional.normalize(camera_dirs, dim=-1)
+    camera_dirs = _unit(camera_dirs, epsilon)
     rotation = extrinsics[..., :3, :3]
-    directions = torch.einsum("...ij,...hwj->...hwi", rotation, camera_dirs)
-    directions = torch.nn.functional.normalize(directions, dim=-1)
+    directions = _unit(torch.einsum("...ij,...hwj->...hwi", rotation, camera_dirs), epsilon)
     origins = extrinsics[..., None, None, :3, 3].expand_as(directions)
     return origins, directions
 
 
-def ray_map(cameras: Cameras, height: int, width: int, kind: str = "ray") -> Tensor:
+def ray_map(cameras: Cameras, height: int, width: int, kind: str = "ray", epsilon: float = 0.0) -> Tensor:
     """Channel-first ray maps ``(..., 6, H, W)``.
 
     ``kind="ray"``: ``[direction(3), origin(3)]`` (the paper's SceneTok camera input);
     ``kind="plucker"``: ``[direction(3), origin x direction(3)]`` (translation-invariant moment).
+    ``epsilon``: see :func:`ray_bundle`.
     """
-    origins, directions = ray_bundle(cameras, height, width)
+    origins, directions = ray_bundle(cameras, height, width, epsilon)
     if kind == "ray":
         second = origins
     elif kind == "plucker":

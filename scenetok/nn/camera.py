@@ -137,3 +137,74 @@ def camera_patch_for_grid(camera_resolution: int, camera_patch_size: int, grid_r
             f"{grid_name} has {grid_rows} rows (set camera_patch_size: 0 to derive it)"
         )
     return camera_patch_size
+
+
+def sincos_patch_positions(map_size: tuple[int, int], patch_size: int) -> tuple[Tensor, Tensor]:
+    """Row and column positions ``(gh,)``, ``(gw,)`` of the camera tokens of a sin-cos patch embedding.
+
+    They reproduce the table the paper's SceneGen camera embedding crops (diffusers ``PatchEmbed``
+    with ``pos_embed_max_size`` given in *pixels*, ``M = max(map_size)``): position ``i`` of the
+    ``M``-long table is ``i * (map_h / p) / M``, and the ``gh x gw`` token grid is its centre crop
+    (for a 128-pixel map with patch 8: ``7 + k / 8``, not ``0 .. 15``). Only the crop is computed,
+    so the ``M^2 x H`` table is never materialised.
+    """
+    rows, cols = map_size[0] // patch_size, map_size[1] // patch_size
+    table = max(map_size)
+    base = map_size[0] // patch_size
+    step = torch.arange(table, dtype=torch.float32) / (table / base)
+    top, left = (table - rows) // 2, (table - cols) // 2
+    return step[top:top + rows], step[left:left + cols]
+
+
+class SinCosRayPatchEmbed(nn.Module):
+    """Ray maps -> camera tokens: a conv patch embedding (with bias) plus a fixed 2D sin-cos
+    position table, the SceneGen camera embedding (diffusers ``PatchEmbed`` layout: ``proj`` is the
+    conv; the first half of the channels encodes the column, the second the row, each ``[sin, cos]``).
+
+    The table is a non-persistent buffer (the official checkpoints carry a 128^2-row copy that
+    importers drop).
+
+    Args:
+        width: output token width ``H`` (divisible by 4).
+        patch_size: ray-map pixels per token along each axis.
+        map_size: ``(height, width)`` of the ray maps in pixels (multiples of ``patch_size``).
+        kind: ``"ray"`` or ``"plucker"`` (the paper's SceneGen).
+        ray_epsilon: direction normalisation, see :func:`scenetok.geometry.rays.ray_bundle`.
+    """
+
+    def __init__(self, width: int, patch_size: int, map_size: tuple[int, int], kind: str = "plucker",
+                 ray_epsilon: float = 0.0) -> None:
+        super().__init__()
+        if kind not in RAY_MAP_KINDS:
+            raise ValueError(f"camera kind must be one of {RAY_MAP_KINDS}, got {kind!r}")
+        if map_size[0] % patch_size or map_size[1] % patch_size:
+            raise ValueError(f"ray-map size {tuple(map_size)} is not divisible by the camera patch {patch_size}")
+        if width % 4:
+            raise ValueError(f"a 2D sin-cos table needs a width divisible by 4, got {width}")
+        self.patch_size = patch_size
+        self.map_size = (int(map_size[0]), int(map_size[1]))
+        self.kind = kind
+        self.ray_epsilon = ray_epsilon
+        self.proj = nn.Conv2d(RAY_CHANNELS, width, kernel_size=patch_size, stride=patch_size)
+        rows, cols = sincos_patch_positions(self.map_size, patch_size)
+        grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"))  # [column, row] coordinates
+        if grid.device.type == "meta":  # building on the meta device: no values to compute
+            table = torch.empty(1, len(rows) * len(cols), width)
+        else:
+            from diffusers.models.embeddings import get_2d_sincos_pos_embed_from_grid  # lazy: ~1 s import
+
+            table = get_2d_sincos_pos_embed_from_grid(width, grid, output_type="pt").float()[None]
+        self.register_buffer("pos_embed", table, persistent=False)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return self.map_size[0] // self.patch_size, self.map_size[1] // self.patch_size
+
+    def forward(self, cameras: Cameras) -> Tensor:
+        """Cameras with batch shape ``(B, V)`` -> tokens ``(B, V, gh * gw, H)`` (float32 or wider)."""
+        if cameras.extrinsics.ndim != 4:
+            raise ValueError(f"cameras must have batch shape (B, V), got {tuple(cameras.shape)}")
+        dtype = torch.promote_types(cameras.extrinsics.dtype, torch.float32)
+        rays = ray_map(cameras.to(dtype=dtype), *self.map_size, kind=self.kind, epsilon=self.ray_epsilon)
+        tokens = self.proj(rays.flatten(0, 1).to(self.proj.weight.dtype)).flatten(2).transpose(1, 2)
+        return (tokens + self.pos_embed.to(tokens.dtype)).unflatten(0, tuple(cameras.shape))

@@ -189,3 +189,70 @@ class SamplerContract(ComponentContract):
         assert bool((levels[1:] <= levels[:-1]).all())
         t = sampler.sample_timesteps(4, 3, generator=torch.Generator().manual_seed(0))
         assert t.shape == (4, 3) and bool(((t >= 0) & (t <= 1)).all())
+
+
+class SceneGeneratorContract(ComponentContract):
+    """``(B, N, D)`` predictions for 1..max conditioning views; absent views are ignored whatever
+    they contain; anchors form a set (their order does not matter)."""
+
+    num_tokens: ClassVar[int] = 6
+    token_dim: ClassVar[int] = 4
+    in_channels: ClassVar[int] = 4
+    latent_size: ClassVar[tuple[int, int]] = (4, 4)
+    num_anchors: ClassVar[int] = 3
+
+    def make_component(self) -> Any:
+        module = self.component_class(self.make_config(), num_tokens=self.num_tokens, token_dim=self.token_dim,
+                                      in_channels=self.in_channels, latent_size=self.latent_size)
+        with torch.no_grad():  # zero-initialised output layers would make every check trivial
+            generator = torch.Generator().manual_seed(0)
+            for parameter in module.parameters():
+                parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+        return module.eval()
+
+    def inputs(self, views: int, batch: int = 2, seed: int = 0) -> dict[str, Any]:
+        generator = torch.Generator().manual_seed(seed)
+        return {
+            "noisy_tokens": torch.randn(batch, self.num_tokens, self.token_dim, generator=generator),
+            "timesteps": torch.rand(batch, self.num_tokens, generator=generator) * 999,
+            "cond_latents": torch.randn(batch, views, self.in_channels, *self.latent_size, generator=generator),
+            "cond_cameras": random_cameras(batch, views, generator),
+            "anchor_cameras": random_cameras(batch, self.num_anchors, generator),
+        }
+
+    def test_shapes_for_every_number_of_views_and_unconditional(self) -> None:
+        module = self.make_component()
+        max_views = type(module).max_condition_views(module.config)
+        for views in range(1, max_views + 1):
+            inputs = self.inputs(views)
+            assert module(**inputs).shape == (2, self.num_tokens, self.token_dim)
+            absent = torch.zeros(2, views, dtype=torch.bool)
+            assert module(**inputs, cond_mask=absent).shape == (2, self.num_tokens, self.token_dim)
+
+    def test_absent_views_are_ignored(self) -> None:
+        module = self.make_component()
+        views = type(module).max_condition_views(module.config)
+        if views < 2:
+            pytest.skip("a single-view generator has no optional views")
+        inputs = self.inputs(views)
+        mask = torch.ones(2, views, dtype=torch.bool)
+        mask[:, 1:] = False
+        other = self.inputs(views, seed=1)
+        changed = dict(inputs)
+        changed["cond_latents"] = torch.cat([inputs["cond_latents"][:, :1], other["cond_latents"][:, 1:]], 1)
+        changed["cond_cameras"] = Cameras.cat([inputs["cond_cameras"][:, :1], other["cond_cameras"][:, 1:]])
+        torch.testing.assert_close(module(**inputs, cond_mask=mask), module(**changed, cond_mask=mask))
+        # ... and a single view equals that view plus absent slots
+        single = dict(inputs)
+        single["cond_latents"] = inputs["cond_latents"][:, :1]
+        single["cond_cameras"] = inputs["cond_cameras"][:, :1]
+        torch.testing.assert_close(module(**single), module(**inputs, cond_mask=mask), atol=1e-5, rtol=1e-5)
+        # whereas a present view does matter
+        assert not torch.allclose(module(**inputs), module(**changed), atol=1e-4)
+
+    def test_anchor_order_does_not_matter(self) -> None:
+        module = self.make_component()
+        inputs = self.inputs(1)
+        shuffled = dict(inputs)
+        shuffled["anchor_cameras"] = inputs["anchor_cameras"][:, torch.tensor([2, 0, 1])]
+        torch.testing.assert_close(module(**inputs), module(**shuffled), atol=1e-5, rtol=1e-5)

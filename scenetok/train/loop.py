@@ -39,6 +39,7 @@ from scenetok.model import SceneTok
 from scenetok.recipe import Recipe, RecipeError, load_recipe, read_recipe_file, upgrade_stored_recipe
 from scenetok.render_io import loss_curve_png
 from scenetok.run_record import end_session, start_session
+from scenetok.scenegen.runs import build_scenegen
 from scenetok.sections import TrainConfig
 from scenetok.train.ema import EMA, EMAConfig
 from scenetok.train.schedules import KLWeightScheduleConfig, LRScheduleConfig, build_lr_scheduler, kl_weight
@@ -213,8 +214,18 @@ def resolve_precision(config: TrainConfig, device: torch.device) -> torch.dtype 
     return None  # CPU "auto": fp32 (bf16 autocast on CPU is opt-in via precision: bf16)
 
 
+def build_model(recipe: Recipe, device: torch.device) -> nn.Module:
+    """The model a recipe trains: a :class:`~scenetok.model.SceneTok`, or for a SceneGen recipe (one
+    with a ``scene_generator``) a :class:`~scenetok.scenegen.model.SceneGen` on its frozen SceneTok.
+    Both expose ``networks()`` (what checkpoints and EMA store), ``forward(batch, kl_weight,
+    generator)`` returning ``{"loss", "mse", "kl"}``, and ``reconstruct`` for validation grids."""
+    if recipe.component("scene_generator") is not None:
+        return build_scenegen(recipe, device=device)
+    return SceneTok(recipe).to(device)
+
+
 class Trainer:
-    """Runs :class:`~scenetok.model.SceneTok` training for one recipe in one run directory."""
+    """Runs :class:`~scenetok.model.SceneTok` (or SceneGen) training for one recipe in one run directory."""
 
     def __init__(self, recipe: Recipe, run_dir: Path, progress: bool = True,
                  context: DistributedContext | None = None):
@@ -228,12 +239,12 @@ class Trainer:
         self.autocast_dtype = resolve_precision(self.config, self.device)
 
         torch.manual_seed(recipe.seed)
-        self.model = SceneTok(recipe).to(self.device)
+        self.model = build_model(recipe, self.device)
         self.networks = self.model.networks()
         if self.config.compile:
             # In-place compilation keeps parameter names (and so checkpoints) unchanged.
-            self.model.token_compressor.compile()
-            self.model.decoder.compile()
+            for network in self.networks.values():
+                network.compile()
         self.dataset = EpochIndexed(self._training_data())
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.config.lr, betas=tuple(self.config.betas),
@@ -265,6 +276,9 @@ class Trainer:
     def _training_data(self) -> Any:
         if not self.config.latent_cache:
             return build_dataset(self.recipe, split="train")
+        if self.recipe.component("scene_generator") is not None:
+            raise RecipeError(["train.latent_cache: not supported for SceneGen recipes (token targets are "
+                               "computed on the fly by the frozen SceneTok)"])
         target = self.recipe.component("target_image_compressor")
         log.info("training on cached latents from %s", self.config.latent_cache)
         return CachedLatentDataset(self.config.latent_cache, expect_compressor=self.recipe["image_compressor"].name,

@@ -1,0 +1,1 @@
+"""components/scene_generators"""
