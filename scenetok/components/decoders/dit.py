@@ -253,6 +253,22 @@ class DiTDecoder(Decoder):
     def max_latent_frames(cls, config: Config) -> int:
         return config.window
 
+    @classmethod
+    def official_key_map(cls) -> dict[str, str | None]:
+        """The official checkpoint key map (see :func:`official_key_map`); the checkpoint
+        importer reaches it through the registry, by the ``denoiser.`` prefix."""
+        return official_key_map()
+
+    @classmethod
+    def official_scenetok_only(cls) -> dict[str, str]:
+        """Parameters without an official counterpart, with how the importer fills them.
+
+        ``null_token``: zeros (what upstream initialises its never-built null tokens to). It is
+        only read by the unconditional branch of classifier-free guidance, which a guidance
+        scale of 1.0 never evaluates, so an imported model reproduces the official output exactly.
+        """
+        return {"null_token": "zeros; used only by guidance scales != 1.0 (upstream never trained one)"}
+
     def scene_state(self, scene_tokens: Tensor | None, token_mask: Tensor | None, batch: int) -> Tensor:
         """Cross-attention context ``(B, N, H)``; ``(1, 1, H)`` null token when ``scene_tokens`` is None.
 

@@ -218,6 +218,17 @@ class PerceiverCompressor(TokenCompressor):
     def token_shape(cls, config: Config) -> tuple[int, int]:
         return config.num_tokens, config.token_dim
 
+    @classmethod
+    def official_key_map(cls) -> dict[str, str | None]:
+        """The official checkpoint key map (see :func:`official_key_map`); the checkpoint
+        importer reaches it through the registry, by the ``compressor.`` prefix."""
+        return official_key_map()
+
+    @classmethod
+    def official_scenetok_only(cls) -> dict[str, str]:
+        """Parameters without an official counterpart (none: the shapes are identical)."""
+        return {}
+
     def forward(self, latents: Tensor, cameras: Cameras) -> DiagonalGaussian:
         """``latents (B, V, C, h, w)``, cameras ``(B, V)`` -> Gaussian over ``(B, N, D)``."""
         if latents.ndim != 5:
