@@ -206,6 +206,17 @@ def test_plain_state_dict_and_explicit_config(tmp_path):
     assert result.step == 0 and not result.account.errors
 
 
+def test_safetensors_input(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file(tiny_state(), str(tmp_path / "tiny.safetensors"))
+    result = import_official(tmp_path / "tiny.safetensors", tmp_path / "run", configs=TINY_CONFIGS)
+    assert result.config.name == "tiny" and not result.account.errors
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes((tmp_path / "tiny.safetensors").read_bytes()[:100])
+    assert "not a readable safetensors file" in import_error(tmp_path / "again", broken)
+
+
 def test_refuses_to_overwrite_a_run(tmp_path):
     ckpt = save_lightning(tmp_path / "t.ckpt", tiny_state())
     import_official(ckpt, tmp_path / "run", configs=TINY_CONFIGS)
