@@ -314,3 +314,9 @@ def test_importer_reaches_components_through_the_registry():
     source = Path(official.__file__).read_text() + Path(official.__file__).with_name("official_command.py").read_text()
     assert "scenetok.components" not in source
     assert registry.get_component("decoder", "dit").official_scenetok_only().keys() == {"null_token"}
+
+
+def test_legacy_torch_save_format(tmp_path):
+    path = tmp_path / "legacy.ckpt"
+    torch.save({"state_dict": tiny_state(), "global_step": 3}, path, _use_new_zipfile_serialization=False)
+    assert import_official(path, tmp_path / "run", configs=TINY_CONFIGS).step == 3

@@ -185,7 +185,13 @@ def read_official_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], int]:
         except (SafetensorError, OSError) as error:
             raise OfficialImportError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            # Memory-mapped: a 3 GB release is read lazily instead of held twice while mapping.
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            loaded = torch.load(path, map_location="cpu", weights_only=True)  # a pre-zip (legacy) file
     except pickle.UnpicklingError as error:
         if "weights_only" not in str(error) and "Weights only" not in str(error):
             raise OfficialImportError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt "
