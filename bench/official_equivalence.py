@@ -91,7 +91,7 @@ def compare_re10k(root: Path) -> dict[str, float]:
     import make_keysets
 
     from scenetok.convert.official import OfficialConfig, import_official
-    from scenetok.train.loop import load_trained
+    from scenetok.model import SceneTok
 
     compressor, denoiser, types = official_modules(root, make_keysets.TINY, seed=0)
     state = {f"compressor.{k}": v for k, v in compressor.state_dict().items()}
@@ -101,7 +101,7 @@ def compare_re10k(root: Path) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         torch.save({"state_dict": state, "global_step": 1}, f"{tmp}/tiny.ckpt")
         import_official(f"{tmp}/tiny.ckpt", f"{tmp}/run", config=config, configs={"tiny": config})
-        model, _, _ = load_trained(f"{tmp}/run")
+        model = SceneTok.from_pretrained(f"{tmp}/run")
 
     generator = torch.Generator().manual_seed(1)
     latents = torch.randn(2, 3, 32, 8, 8, generator=generator)

@@ -372,7 +372,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--epochs", type=positive_int, default=1, help="epochs of view selections to cache (>= 1)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_data_cache)
-
-    from scenetok.convert.official_command import add_command as add_import_official
-
-    add_import_official(sub)

@@ -18,10 +18,10 @@ from scenetok import registry
 from scenetok.cli import main
 from scenetok.convert import official
 from scenetok.convert.official import OfficialConfig, OfficialImportError, import_official
+from scenetok.model import SceneTok
 from scenetok.nn.utils import rename_key
 from scenetok.recipe import load_recipe
 from scenetok.testing.contracts import random_cameras
-from scenetok.train.loop import load_trained
 
 KEYSETS = Path(__file__).parent / "fixtures" / "official_keys"
 TINY_RECIPE = KEYSETS / "tiny_recipe.yaml"
@@ -148,9 +148,9 @@ def test_tiny_checkpoint_round_trips_with_identical_outputs(tmp_path):
     assert result.config.name == "tiny" and result.step == 7
     assert result.account.errors == [] and len(result.account.mapped) == len(state) - 2
 
-    model, recipe, step = load_trained(tmp_path / "run")
-    assert step == 7
-    assert recipe["decoder"].config.camera_bf16_rounding is True
+    model = SceneTok.from_pretrained(tmp_path / "run")
+    assert model.trained_step == 7
+    assert model.recipe["decoder"].config.camera_bf16_rounding is True
     assert torch.equal(model.decoder.null_token, torch.zeros_like(model.decoder.null_token))
     compressor, decoder = direct_modules(state)
 
@@ -177,14 +177,14 @@ def test_tiny_checkpoint_round_trips_with_identical_outputs(tmp_path):
 def test_guidance_scale_one_never_reads_the_null_token(tmp_path):
     ckpt = save_lightning(tmp_path / "tiny.ckpt", tiny_state())
     import_official(ckpt, tmp_path / "run", configs=TINY_CONFIGS)
-    model, _, _ = load_trained(tmp_path / "run")
+    model = SceneTok.from_pretrained(tmp_path / "run")
     generator = torch.Generator().manual_seed(3)
     tokens = torch.randn(1, 8, 16, generator=generator)
     cameras = random_cameras(1, 8, generator)
+    noise = torch.randn(1, 2, 8, 4, 4, generator=generator)
 
     def render() -> torch.Tensor:
-        return model.render(tokens, cameras, steps=2, cfg_scale=1.0, decode=False,
-                            generator=torch.Generator().manual_seed(5))
+        return model.render(tokens, cameras, steps=2, guidance=1.0, decode=False, noise=noise)
 
     before = render()
     with torch.no_grad():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,10 +18,10 @@ import torch
 from scenetok.cli import main
 from scenetok.interfaces import ImageCompressor, LatentSpec
 from scenetok.recipe import RecipeError, load_recipe
-from scenetok.train.checkpoint import load_checkpoint
+from scenetok.checkpoint import load_checkpoint
 from scenetok.train.loop import train_recipe
 
-RE10K = Path(__file__).resolve().parents[1] / "recipes" / "re10k" / "scenetok.yaml"
+RE10K = "re10k/scenetok"  # the shipped recipe, by name
 
 #: The RE10K recipe at test size: every structural choice stays, only widths and sizes shrink.
 TINY_RE10K = [

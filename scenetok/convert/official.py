@@ -33,7 +33,7 @@ What happens, in order:
    -- guidance scale 1.0 never reads it, so the official output is reproduced exactly). Anything
    else -- an unknown key, a missing one, a shape that disagrees -- is an
    :class:`OfficialImportError` naming the file, the keys and the shapes.
-4. **Write** a normal run directory with :func:`scenetok.train.checkpoint.save_checkpoint`
+4. **Write** a normal run directory with :func:`scenetok.checkpoint.save_checkpoint`
    (safetensors + the resolved recipe) that ``eval``, ``render`` and ``SceneTok.from_pretrained``
    load like any trained run, plus ``import.json`` (the full key account). The configuration's
    upstream-compatibility switches (focal-length bugs, the Wan camera channel order, the bf16
@@ -82,8 +82,8 @@ class OfficialConfig:
 
     Attributes:
         name: the ``--config`` name.
-        recipe: the scenetok recipe it corresponds to, relative to the repository's ``recipes/``
-            folder (or an absolute path).
+        recipe: the scenetok recipe it corresponds to: a shipped recipe's name
+            (``re10k/scenetok``, see ``scenetok recipes``) or a file path.
         compat: recipe overrides the released weights need (upstream-compatibility switches).
         signature: decisive official keys and their shapes; a checkpoint whose keys carry
             exactly these shapes is this configuration.
@@ -101,8 +101,9 @@ class OfficialConfig:
     renders: str = ""
 
     def recipe_path(self) -> Path:
-        path = Path(self.recipe)
-        return path if path.is_absolute() else recipes_dir() / path
+        from scenetok.recipe import find_recipe
+
+        return find_recipe(self.recipe)
 
 
 #: The bf16 rounding of the camera embedding happens in every official renderer forward (even in
@@ -112,7 +113,7 @@ _CAMERA_ROUNDING = "decoder.camera_bf16_rounding=true"
 RELEASED_CONFIGS: dict[str, OfficialConfig] = {
     config.name: config for config in (
         OfficialConfig(
-            name="re10k", recipe="re10k/scenetok.yaml", compat=(_CAMERA_ROUNDING,),
+            name="re10k", recipe="re10k/scenetok", compat=(_CAMERA_ROUNDING,),
             signature={"compressor.scene_tokens": (1, 512, 768),
                        "denoiser.model.x_embedder.proj.weight": (1024, 128, 1, 1)},
             experiment="scenetok_va-vdc_lognorm_re10k_scratch",
@@ -121,7 +122,7 @@ RELEASED_CONFIGS: dict[str, OfficialConfig] = {
                     "decode=False gives the latents today)",
         ),
         OfficialConfig(
-            name="dl3dv_videodc", recipe="dl3dv/scenetok_videodc.yaml",
+            name="dl3dv_videodc", recipe="dl3dv/scenetok_videodc",
             compat=(_CAMERA_ROUNDING, "dataset.scale_focal_by_256=true"),
             signature={"compressor.scene_tokens": (1, 1024, 768),
                        "denoiser.model.x_embedder.proj.weight": (1024, 128, 1, 1)},
@@ -130,7 +131,7 @@ RELEASED_CONFIGS: dict[str, OfficialConfig] = {
                     "scenetok-plugin-dl3dv",
         ),
         OfficialConfig(
-            name="dl3dv_wan", recipe="dl3dv/scenetok_wan.yaml",
+            name="dl3dv_wan", recipe="dl3dv/scenetok_wan",
             compat=(_CAMERA_ROUNDING, "dataset.scale_context_focal_by_256=true",
                     "decoder.camera_legacy_channel_order=true"),
             signature={"compressor.scene_tokens": (1, 1024, 768),
@@ -140,13 +141,6 @@ RELEASED_CONFIGS: dict[str, OfficialConfig] = {
         ),
     )
 }
-
-
-def recipes_dir() -> Path:
-    """The repository's ``recipes/`` folder (next to the installed ``scenetok`` package)."""
-    import scenetok
-
-    return Path(scenetok.__file__).resolve().parent.parent / "recipes"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,11 +393,12 @@ def target_shapes(recipe: Any) -> dict[str, dict[str, tuple[int, ...]]]:
 
 def load_config_recipe(config: OfficialConfig, overrides: list[str] | tuple[str, ...] = ()) -> Any:
     """The recipe of ``config`` with its compatibility switches and ``overrides`` applied."""
-    from scenetok.recipe import load_recipe
+    from scenetok.recipe import RecipeError, load_recipe
 
-    path = config.recipe_path()
-    if not path.is_file():
-        raise OfficialImportError(f"recipe {path} of configuration {config.name!r} not found")
+    try:
+        path = config.recipe_path()
+    except RecipeError as error:
+        raise OfficialImportError(f"configuration {config.name!r}: {error}") from None
     return load_recipe(path, [*config.compat, *overrides])
 
 
@@ -446,7 +441,7 @@ def import_official(checkpoint: str | Path, out: str | Path, config: str | Offic
     Raises:
         OfficialImportError: one line naming the file and the offending keys.
     """
-    from scenetok.train.checkpoint import list_checkpoints, save_checkpoint
+    from scenetok.checkpoint import list_checkpoints, save_checkpoint
 
     checkpoint, out = Path(checkpoint), Path(out)
     if list_checkpoints(out):
