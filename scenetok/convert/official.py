@@ -53,7 +53,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor
+
+from scenetok.checkpoint import list_checkpoints, save_checkpoint
+from scenetok.model import build_components, image_size_of
+from scenetok.recipe import RecipeError, find_recipe, load_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +107,6 @@ class OfficialConfig:
     renders: str = ""
 
     def recipe_path(self) -> Path:
-        from scenetok.recipe import find_recipe
-
         return find_recipe(self.recipe)
 
 
@@ -171,9 +175,6 @@ def read_official_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], int]:
     if not path.is_file():
         raise OfficialImportError(f"{path}: no such file")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path)), 0
         except (SafetensorError, OSError) as error:
@@ -383,8 +384,6 @@ def _rename(key: str, key_map: Mapping[str, str | None]) -> Any:
 
 def target_shapes(recipe: Any) -> dict[str, dict[str, tuple[int, ...]]]:
     """Section -> state-dict key -> shape of the scenetok networks of ``recipe`` (meta device)."""
-    from scenetok.model import build_components, image_size_of
-
     components = build_components(recipe, image_size_of(recipe["dataset"].config), device="meta",
                                   networks_only=True)
     return {section: {key: tuple(value.shape) for key, value in components[section].state_dict().items()}
@@ -393,8 +392,6 @@ def target_shapes(recipe: Any) -> dict[str, dict[str, tuple[int, ...]]]:
 
 def load_config_recipe(config: OfficialConfig, overrides: list[str] | tuple[str, ...] = ()) -> Any:
     """The recipe of ``config`` with its compatibility switches and ``overrides`` applied."""
-    from scenetok.recipe import RecipeError, load_recipe
-
     try:
         path = config.recipe_path()
     except RecipeError as error:
@@ -441,8 +438,6 @@ def import_official(checkpoint: str | Path, out: str | Path, config: str | Offic
     Raises:
         OfficialImportError: one line naming the file and the offending keys.
     """
-    from scenetok.checkpoint import list_checkpoints, save_checkpoint
-
     checkpoint, out = Path(checkpoint), Path(out)
     if list_checkpoints(out):
         raise OfficialImportError(f"{out}: already holds checkpoints; import into a new directory")

@@ -17,7 +17,7 @@ CONFIG_NAMES = ("re10k", "dl3dv_videodc", "dl3dv_wan")
 
 
 def cmd_import_official(args: argparse.Namespace) -> int:
-    from scenetok.convert.official import OfficialImportError, import_official
+    from scenetok.convert.official import OfficialImportError, import_official  # lazy: imports torch
 
     try:
         result = import_official(args.checkpoint, args.out, config=args.config, overrides=args.overrides)
