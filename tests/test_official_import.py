@@ -320,3 +320,14 @@ def test_legacy_torch_save_format(tmp_path):
     path = tmp_path / "legacy.ckpt"
     torch.save({"state_dict": tiny_state(), "global_step": 3}, path, _use_new_zipfile_serialization=False)
     assert import_official(path, tmp_path / "run", configs=TINY_CONFIGS).step == 3
+
+
+def test_cli_imports_and_stores_overrides(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(official.RELEASED_CONFIGS, "tiny", TINY)  # detection sees the tiny configuration
+    ckpt = save_lightning(tmp_path / "tiny.ckpt", tiny_state(), step=11)
+    assert main(["import-official", str(ckpt), "--out", str(tmp_path / "run"), "dataset.num_scenes=3"]) == 0
+    out = capsys.readouterr().out
+    assert "configuration: tiny" in out and "123 mapped, 2 dropped on purpose, 1 scenetok-only" in out
+    assert "decoder.camera_bf16_rounding=true" in out
+    model = SceneTok.from_pretrained(tmp_path / "run")
+    assert model.trained_step == 11 and model.recipe["dataset"].config.num_scenes == 3
