@@ -331,3 +331,25 @@ def test_cli_imports_and_stores_overrides(tmp_path, capsys, monkeypatch):
     assert "decoder.camera_bf16_rounding=true" in out
     model = SceneTok.from_pretrained(tmp_path / "run")
     assert model.trained_step == 11 and model.recipe["dataset"].config.num_scenes == 3
+
+
+TINY_WAN = OfficialConfig(
+    name="tiny_wan", recipe=str(KEYSETS / "tiny_wan_recipe.yaml"),
+    compat=("decoder.camera_bf16_rounding=true", "decoder.camera_legacy_channel_order=true"),
+    signature={"compressor.scene_tokens": (1, 8, 64), "denoiser.model.x_embedder.proj.weight": (64, 4, 1, 1)})
+
+
+@pytest.mark.slow
+def test_wan_structure_renders_end_to_end_after_import(tmp_path):
+    """The dl3dv_wan path at test size: import, then `scenetok render` writes frames (random-init
+    VA-VAE and Wan 2.2 stand in for the released autoencoders)."""
+    generator = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(shape, generator=generator) * 0.2 for k, shape in shapes_of("tiny_wan").items()}
+    result = import_official(save_lightning(tmp_path / "wan.ckpt", state), tmp_path / "run",
+                             configs={"tiny_wan": TINY_WAN})
+    assert result.config.name == "tiny_wan" and not result.account.errors
+    model = SceneTok.from_pretrained(tmp_path / "run")
+    assert model.decoder.config.camera_legacy_channel_order is True
+    assert main(["render", str(tmp_path / "run"), "--out", str(tmp_path / "render"), "--no-progress"]) == 0
+    frames = sorted((tmp_path / "render" / "frames").glob("*.png"))
+    assert len(frames) == 34
