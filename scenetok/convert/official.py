@@ -122,8 +122,7 @@ RELEASED_CONFIGS: dict[str, OfficialConfig] = {
                        "denoiser.model.x_embedder.proj.weight": (1024, 128, 1, 1)},
             experiment="scenetok_va-vdc_lognorm_re10k_scratch",
             checkpoints=("va-videodc_re10k.ckpt", "va-videodc_re10k_scene.ckpt"),
-            renders="Video DC-AE target latents: eval/render need the Video DC-AE component (render with "
-                    "decode=False gives the latents today)",
+            renders="end to end with the VA-VAE and Video DC-AE weights",
         ),
         OfficialConfig(
             name="dl3dv_videodc", recipe="dl3dv/scenetok_videodc",
@@ -131,8 +130,7 @@ RELEASED_CONFIGS: dict[str, OfficialConfig] = {
             signature={"compressor.scene_tokens": (1, 1024, 768),
                        "denoiser.model.x_embedder.proj.weight": (1024, 128, 1, 1)},
             experiment="scenetok_va-vdc_shift8_dl3dv_finetuned", checkpoints=("va-videodc_dl3dv.ckpt",),
-            renders="Video DC-AE target latents: eval/render need the Video DC-AE component; needs "
-                    "scenetok-plugin-dl3dv",
+            renders="end to end with the VA-VAE and Video DC-AE weights and scenetok-plugin-dl3dv",
         ),
         OfficialConfig(
             name="dl3dv_wan", recipe="dl3dv/scenetok_wan",
@@ -141,7 +139,7 @@ RELEASED_CONFIGS: dict[str, OfficialConfig] = {
             signature={"compressor.scene_tokens": (1, 1024, 768),
                        "denoiser.model.x_embedder.proj.weight": (1024, 48, 1, 1)},
             experiment="scenetok_va-wan_shift4_dl3dv_finetuned", checkpoints=("va-wan_dl3dv.ckpt",),
-            renders="end to end (Wan 2.2 VAE weights + scenetok-plugin-dl3dv)",
+            renders="end to end with the VA-VAE and Wan 2.2 VAE weights and scenetok-plugin-dl3dv",
         ),
     )
 }
