@@ -43,7 +43,15 @@ def shapes_of(name: str) -> dict[str, tuple[int, ...]]:
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(official.RELEASED_CONFIGS))
+SCENETOK_CONFIGS = ("re10k", "dl3dv_videodc", "dl3dv_wan")
+
+
+def test_every_released_configuration_is_covered():
+    assert set(official.RELEASED_CONFIGS) == {*SCENETOK_CONFIGS, "scenegen_shift1", "scenegen_shift4",
+                                              "scenegen_shift12"}
+
+
+@pytest.mark.parametrize("name", SCENETOK_CONFIGS)
 def test_released_keyset_maps_completely(name):
     data = keyset(name)
     assert data["official_commit"] == "b7aed48"
@@ -64,11 +72,37 @@ def test_released_keyset_maps_completely(name):
     assert len(account.mapped) == len(shapes) - 2
 
 
+@pytest.mark.parametrize("shift", [1, 4, 12])
+def test_released_scenegen_keyset_maps_completely(shift):
+    data = keyset("scenegen_re10k")
+    assert f"scenegen_shift{shift}_re10k.ckpt" in data["checkpoints"]
+    shapes = shapes_of("scenegen_re10k")
+    # The three shifts share one layout: the released file name picks the configuration.
+    config = official.detect_config(shapes, f"checkpoints/scenegen_shift{shift}_re10k.ckpt")
+    assert config.name == f"scenegen_shift{shift}"
+    recipe = official.load_config_recipe(config)
+    assert recipe["sampler"].config.shift == shift
+    targets = official.target_shapes(recipe)  # the scene generator, sized by re10k/scenetok, on meta
+    account = official.account_keys(shapes, recipe, targets)
+    assert account.errors == [] and account.scenetok_only == {}
+    assert set(account.mapped.values()) | set(account.dropped) == set(shapes)
+    assert sorted(account.dropped) == ["scene_generator.anchor_pose_embed.model.model.pos_embed",
+                                       "scene_generator.pose_embed.model.model.pos_embed"]
+    assert set(account.mapped) == {f"scene_generator.{key}" for key in targets["scene_generator"]}
+
+
+def test_scenegen_shift_needs_the_file_name_or_config():
+    with pytest.raises(OfficialImportError, match="ambiguous configuration.*pass --config"):
+        official.detect_config(shapes_of("scenegen_re10k"), "downloaded.ckpt")
+
+
 def test_keyset_sizes_match_the_reference_counts():
     # SCENETOK.md section 12: compressor + its 8,192 RoPE-table values + renderer.
     assert keyset("re10k")["num_values"] == 238_013_824 + 8_192 + 564_188_256
     assert keyset("dl3dv_videodc")["num_values"] == 238_407_040 + 8_192 + 564_188_256
     assert keyset("dl3dv_wan")["num_values"] == 238_407_040 + 8_192 + 559_305_744
+    # SCENETOK.md section 6.1: 1,256,236,096 parameters + two persistent 16384 x 1536 sin-cos tables.
+    assert keyset("scenegen_re10k")["num_values"] == 1_256_236_096 + 2 * 16_384 * 1_536
 
 
 def test_released_compat_switches():
@@ -296,10 +330,20 @@ def test_unknown_key(tmp_path):
     assert "2 keys no rule maps" in message and "denoiser.model.legacy_thing.weight" in message
 
 
-def test_scene_generator_checkpoints_are_not_supported_yet(tmp_path):
-    state = {"scene_generator.model.pos_embed": torch.zeros(1, 512, 8)}
-    message = import_error(tmp_path, save_lightning(tmp_path / "sg.ckpt", state))
-    assert "SceneGen" in message and "not supported yet" in message
+def test_scene_generator_checkpoints_need_the_frozen_scenetok_run(tmp_path):
+    state = {"scene_generator.model.pos_embed": torch.zeros(1, 512, 1536),
+             "scene_generator.model.c_embedder.proj.weight": torch.zeros(1536, 32, 1, 1)}
+    ckpt = save_lightning(tmp_path / "scenegen_shift4_re10k.ckpt", state)
+    message = import_error(tmp_path, ckpt, configs=official.RELEASED_CONFIGS)
+    assert "SceneGen checkpoint needs its frozen SceneTok" in message and "scenegen.scenetok_run=" in message
+
+
+def test_a_scenetok_checkpoint_is_not_a_scenegen_one(tmp_path):
+    # Forcing a SceneGen configuration on SceneTok keys names them as keys of sections it lacks.
+    recipe = official.load_config_recipe(official.RELEASED_CONFIGS["scenegen_shift4"])
+    account = official.account_keys(shapes_of("re10k"), recipe, official.target_shapes(recipe))
+    assert "a token_compressor key; this configuration has no token_compressor" in " ".join(account.errors)
+    assert "595 keys missing" in " ".join(account.errors)  # every scene-generator parameter
 
 
 def test_cli_error_is_one_line(tmp_path, capsys):
@@ -353,3 +397,42 @@ def test_wan_structure_renders_end_to_end_after_import(tmp_path):
     assert main(["render", str(tmp_path / "run"), "--out", str(tmp_path / "render"), "--no-progress"]) == 0
     frames = sorted((tmp_path / "render" / "frames").glob("*.png"))
     assert len(frames) == 34
+
+
+TINY_SCENEGEN = OfficialConfig(
+    name="tiny_scenegen", recipe=str(KEYSETS / "tiny_scenegen_recipe.yaml"),
+    compat=("scene_generator.camera_bf16_rounding=true", "scene_generator.ray_epsilon=1e-6"),
+    signature={"scene_generator.model.pos_embed": (1, 8, 64)})
+
+
+def test_tiny_scenegen_checkpoint_round_trips_with_identical_outputs(tmp_path):
+    from scenetok.registry import get_component
+    from scenetok.scenegen.runs import load_scenegen
+
+    scenetok_run = import_official(save_lightning(tmp_path / "tiny.ckpt", tiny_state()), tmp_path / "scenetok",
+                                   configs=TINY_CONFIGS).run_dir
+    generator = torch.Generator().manual_seed(4)
+    state = {k: torch.randn(shape, generator=generator) * 0.2 for k, shape in shapes_of("tiny_scenegen").items()}
+    result = import_official(save_lightning(tmp_path / "sg.ckpt", state, step=5), tmp_path / "scenegen",
+                             overrides=[f"scenegen.scenetok_run={scenetok_run}"],
+                             configs={"tiny_scenegen": TINY_SCENEGEN})
+    assert result.account.errors == [] and result.account.scenetok_only == {}
+    assert sorted(result.account.dropped) == ["scene_generator.anchor_pose_embed.model.model.pos_embed",
+                                              "scene_generator.pose_embed.model.model.pos_embed"]
+    model = load_scenegen(tmp_path / "scenegen")
+    assert model.trained_step == 5
+
+    # The same weights loaded straight into the component through its key map.
+    cls = get_component("scene_generator", "dit")
+    spec = load_recipe(TINY_SCENEGEN.recipe_path(), [*TINY_SCENEGEN.compat, "scenegen.scenetok_run=" + str(scenetok_run)])
+    direct = cls(spec["scene_generator"].config, num_tokens=8, token_dim=16, in_channels=32, latent_size=(8, 8))
+    key_map = cls.official_key_map()
+    direct.load_state_dict({rename_key(k[len("scene_generator."):], key_map): v for k, v in state.items()
+                            if rename_key(k[len("scene_generator."):], key_map) is not None})
+    direct.eval()
+    inputs = (torch.randn(2, 8, 16, generator=generator), torch.rand(2, 8, generator=generator) * 999,
+              torch.randn(2, 3, 32, 8, 8, generator=generator), random_cameras(2, 3, generator),
+              random_cameras(2, 4, generator), torch.tensor([[True, True, False], [True, False, False]]))
+    with torch.no_grad():
+        out = model.generator(*inputs)
+        assert torch.equal(out, direct(*inputs)) and out.abs().sum() > 0

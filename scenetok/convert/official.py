@@ -1,9 +1,12 @@
-"""Import a released official SceneTok checkpoint (a PyTorch-Lightning ``.ckpt``) as a scenetok run.
+"""Import a released official SceneTok or SceneGen checkpoint (a PyTorch-Lightning ``.ckpt``) as a
+scenetok run.
 
 ::
 
     scenetok import-official checkpoints/va-videodc_re10k.ckpt --out runs/official-re10k
     scenetok eval runs/official-re10k dataset.root=data/re10k
+    scenetok import-official checkpoints/scenegen_shift4_re10k.ckpt --out runs/sg4 \
+        scenegen.scenetok_run=runs/official-re10k-scene
 
 What happens, in order:
 
@@ -23,19 +26,21 @@ What happens, in order:
    ``compressor.``          ``token_compressor``    ``PerceiverCompressor.official_key_map()``
    ``denoiser.``            ``decoder``             ``DiTDecoder.official_key_map()`` (incl. the
                                                     wrapper-level ``cnd_proj`` and camera Linear)
-   ``scene_generator.``     (SceneGen)              not supported yet: a clear error
+   ``scene_generator.``     ``scene_generator``     ``DiTSceneGenerator.official_key_map()`` (a
+                                                    SceneGen recipe; the frozen SceneTok comes
+                                                    from ``scenegen.scenetok_run``)
    ======================  =====================  =============================================
 
    Every source key is mapped or intentionally dropped (the maps' ``None`` rules: the compressor's
-   persistent 2D-RoPE tables, which scenetok recomputes; ``ema.*``, which the official inference
-   does not use), and every parameter of the scenetok networks is filled or declared scenetok-only
+   persistent 2D-RoPE tables and the scene generator's sin-cos camera tables, which scenetok
+   recomputes; ``ema.*``, which the official inference does not use), and every parameter of the scenetok networks is filled or declared scenetok-only
    by its component (``official_scenetok_only()``: the renderer's CFG null token, written as zeros
    -- guidance scale 1.0 never reads it, so the official output is reproduced exactly). Anything
    else -- an unknown key, a missing one, a shape that disagrees -- is an
    :class:`OfficialImportError` naming the file, the keys and the shapes.
 4. **Write** a normal run directory with :func:`scenetok.checkpoint.save_checkpoint`
-   (safetensors + the resolved recipe) that ``eval``, ``render`` and ``SceneTok.from_pretrained``
-   load like any trained run, plus ``import.json`` (the full key account). The configuration's
+   (safetensors + the resolved recipe) that ``eval``, ``render``, ``generate`` and
+   ``SceneTok.from_pretrained`` load like any trained run, plus ``import.json`` (the full key account). The configuration's
    upstream-compatibility switches (focal-length bugs, the Wan camera channel order, the bf16
    camera rounding) are set in that recipe; they are off in every shipped recipe.
 """
@@ -60,16 +65,17 @@ from torch import Tensor
 from scenetok.checkpoint import list_checkpoints, save_checkpoint
 from scenetok.model import build_components, image_size_of
 from scenetok.recipe import RecipeError, find_recipe, load_recipe
+from scenetok.scenegen.runs import build_generator, is_scenegen_recipe, scenetok_recipe_of
 
 logger = logging.getLogger(__name__)
 
-#: Official wrapper prefix -> scenetok recipe section whose component maps its keys.
-PREFIX_SECTIONS: dict[str, str] = {"compressor.": "token_compressor", "denoiser.": "decoder"}
-#: Prefixes scenetok knows but cannot import yet, with the reason.
-UNSUPPORTED_PREFIXES: dict[str, str] = {
-    "scene_generator.": "SceneGen checkpoints (scene_generator.*) are not supported yet: scenetok has no "
-                        "scene-generator component to load them into",
-}
+#: Official wrapper prefix -> scenetok recipe section whose component maps its keys. A new
+#: prefix plugs in here; its component provides ``official_key_map()`` (and optionally
+#: ``official_scenetok_only()``), and :func:`target_shapes` builds its network.
+PREFIX_SECTIONS: dict[str, str] = {"compressor.": "token_compressor", "denoiser.": "decoder",
+                                   "scene_generator.": "scene_generator"}
+#: Prefixes scenetok knows but cannot import yet, with the reason (none today).
+UNSUPPORTED_PREFIXES: dict[str, str] = {}
 #: Whole prefixes that are dropped on purpose, with the reason.
 DROPPED_PREFIXES: dict[str, str] = {
     "ema.": "EMA copy of the renderer; the official inference renders with the raw weights",
@@ -94,7 +100,8 @@ class OfficialConfig:
         signature: decisive official keys and their shapes; a checkpoint whose keys carry
             exactly these shapes is this configuration.
         experiment: the official experiment config it was trained with.
-        checkpoints: the official file names released for it.
+        checkpoints: the official file names released for it; when several configurations share
+            a signature, the checkpoint's file name picks among them.
         renders: what works end to end today (for the README and the import summary).
     """
 
@@ -113,6 +120,10 @@ class OfficialConfig:
 #: The bf16 rounding of the camera embedding happens in every official renderer forward (even in
 #: fp32 runs), so every imported renderer turns the switch on to reproduce the official numbers.
 _CAMERA_ROUNDING = "decoder.camera_bf16_rounding=true"
+
+#: The official scene generator also rounds its camera embeddings to bf16 and divides ray
+#: directions by ``norm + 1e-6``.
+_SCENEGEN_COMPAT = ("scene_generator.camera_bf16_rounding=true", "scene_generator.ray_epsilon=1e-6")
 
 RELEASED_CONFIGS: dict[str, OfficialConfig] = {
     config.name: config for config in (
@@ -141,6 +152,15 @@ RELEASED_CONFIGS: dict[str, OfficialConfig] = {
             experiment="scenetok_va-wan_shift4_dl3dv_finetuned", checkpoints=("va-wan_dl3dv.ckpt",),
             renders="end to end with the VA-VAE and Wan 2.2 VAE weights and scenetok-plugin-dl3dv",
         ),
+        *(OfficialConfig(
+            name=f"scenegen_shift{shift}", recipe="scenegen/re10k",
+            compat=(f"sampler.shift={shift}", *_SCENEGEN_COMPAT),
+            signature={"scene_generator.model.pos_embed": (1, 512, 1536),
+                       "scene_generator.model.c_embedder.proj.weight": (1536, 32, 1, 1)},
+            experiment=f"scenegen_shift{shift}_re10k", checkpoints=(f"scenegen_shift{shift}_re10k.ckpt",),
+            renders="generate/render through the frozen SceneTok of scenegen.scenetok_run (the imported "
+                    "va-videodc_re10k_scene.ckpt)",
+        ) for shift in (1, 4, 12)),
     )
 }
 
@@ -229,6 +249,9 @@ def detect_config(shapes: Mapping[str, tuple[int, ...]], source: str,
     refuse_unsupported(shapes, source)
     matches = [config for config in configs.values()
                if all(tuple(shapes.get(key, ())) == tuple(shape) for key, shape in config.signature.items())]
+    if len(matches) > 1:  # same layout (the SceneGen shifts): the released file name decides
+        named = [config for config in matches if Path(source).name in config.checkpoints]
+        matches = named or matches
     if len(matches) == 1:
         return matches[0]
     decisive = sorted({key for config in configs.values() for key in config.signature})
@@ -285,7 +308,7 @@ def account_keys(shapes: Mapping[str, tuple[int, ...]], recipe: Any,
     Works on shapes alone, so a full-size key set can be checked without any weights.
     """
     account = KeyAccount()
-    maps = {section: _key_map_of(recipe, section) for section in PREFIX_SECTIONS.values()}
+    maps = {section: _key_map_of(recipe, section) for section in targets}
     unknown, misshaped = [], []
     for key, shape in shapes.items():
         dropped = next((reason for prefix, reason in DROPPED_PREFIXES.items() if key.startswith(prefix)), None)
@@ -297,6 +320,9 @@ def account_keys(shapes: Mapping[str, tuple[int, ...]], recipe: Any,
             unknown.append(key)
             continue
         section = PREFIX_SECTIONS[prefix]
+        if section not in maps:
+            unknown.append(f"{key} (a {section} key; this configuration has no {section})")
+            continue
         rule = _rename(key[len(prefix):], maps[section][0])
         if rule is _NO_RULE:
             unknown.append(key)
@@ -381,11 +407,17 @@ def _rename(key: str, key_map: Mapping[str, str | None]) -> Any:
 
 
 def target_shapes(recipe: Any) -> dict[str, dict[str, tuple[int, ...]]]:
-    """Section -> state-dict key -> shape of the scenetok networks of ``recipe`` (meta device)."""
-    components = build_components(recipe, image_size_of(recipe["dataset"].config), device="meta",
-                                  networks_only=True)
-    return {section: {key: tuple(value.shape) for key, value in components[section].state_dict().items()}
-            for section in PREFIX_SECTIONS.values()}
+    """Section -> state-dict key -> shape of the networks a run of ``recipe`` stores (meta device):
+    the token compressor and renderer of a SceneTok recipe, the scene generator of a SceneGen one
+    (sized by its frozen SceneTok's recipe)."""
+    if is_scenegen_recipe(recipe):
+        networks = {"scene_generator": build_generator(recipe, scenetok_recipe_of(recipe), device="meta")}
+    else:
+        components = build_components(recipe, image_size_of(recipe["dataset"].config), device="meta",
+                                      networks_only=True)
+        networks = {section: components[section] for section in ("token_compressor", "decoder")}
+    return {section: {key: tuple(value.shape) for key, value in module.state_dict().items()}
+            for section, module in networks.items()}
 
 
 def load_config_recipe(config: OfficialConfig, overrides: list[str] | tuple[str, ...] = ()) -> Any:
@@ -449,6 +481,10 @@ def import_official(checkpoint: str | Path, out: str | Path, config: str | Offic
     elif config is None:
         config = detect_config(shapes, str(checkpoint), configs)
     recipe = load_config_recipe(config, list(overrides))
+    if is_scenegen_recipe(recipe) and not recipe["scenegen"].scenetok_run:
+        raise OfficialImportError(
+            f"{checkpoint}: a SceneGen checkpoint needs its frozen SceneTok: import va-videodc_re10k_scene.ckpt "
+            "first and add scenegen.scenetok_run=THAT_RUN to this command")
     targets = target_shapes(recipe)
     account = account_keys(shapes, recipe, targets)
     if account.errors:

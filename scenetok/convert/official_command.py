@@ -4,6 +4,7 @@
 
     scenetok import-official checkpoints/va-wan_dl3dv.ckpt --out runs/official-dl3dv-wan
     scenetok import-official my.ckpt --out runs/x --config re10k dataset.root=data/re10k
+    scenetok import-official scenegen_shift4_re10k.ckpt --out runs/sg4 scenegen.scenetok_run=runs/re10k-scene
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-CONFIG_NAMES = ("re10k", "dl3dv_videodc", "dl3dv_wan")
+CONFIG_NAMES = ("re10k", "dl3dv_videodc", "dl3dv_wan", "scenegen_shift1", "scenegen_shift4", "scenegen_shift12")
 
 
 def cmd_import_official(args: argparse.Namespace) -> int:

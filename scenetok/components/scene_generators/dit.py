@@ -190,6 +190,17 @@ class DiTSceneGenerator(SceneGenerator):
         nn.init.normal_(self.null_token, std=self.config.null_token_init_std)
 
     @classmethod
+    def official_key_map(cls) -> dict[str, str | None]:
+        """The official checkpoint key map (see :func:`official_key_map`); the checkpoint
+        importer reaches it through the registry, by the ``scene_generator.`` prefix."""
+        return official_key_map()
+
+    @classmethod
+    def official_scenetok_only(cls) -> dict[str, str]:
+        """Parameters without an official counterpart (none: every parameter has one)."""
+        return {}
+
+    @classmethod
     def max_condition_views(cls, config: Config) -> int:
         return config.max_condition_views
 
