@@ -78,7 +78,8 @@ PREFIX_SECTIONS: dict[str, str] = {"compressor.": "token_compressor", "denoiser.
 UNSUPPORTED_PREFIXES: dict[str, str] = {}
 #: Whole prefixes that are dropped on purpose, with the reason.
 DROPPED_PREFIXES: dict[str, str] = {
-    "ema.": "EMA copy of the renderer; the official inference renders with the raw weights",
+    "ema.": "the official EMA copy (of the renderer; of the scene generator, updated upstream with the "
+            "renderer's parameters); the official inference uses the raw weights",
 }
 #: How many keys an error message lists before "and N more".
 _LIST_LIMIT = 4
