@@ -291,6 +291,13 @@ def test_truncated_file(tmp_path):
     assert "truncated or corrupt" in import_error(tmp_path, cut)
 
 
+@pytest.mark.parametrize("content", [b"junk", b"not a checkpoint", b"PK\x03\x04" + b"\0" * 40])
+def test_garbage_files(tmp_path, content):
+    path = tmp_path / "garbage.ckpt"
+    path.write_bytes(content)
+    assert "truncated or corrupt" in import_error(tmp_path, path)
+
+
 def test_unknown_configuration_names_the_decisive_keys(tmp_path):
     state = tiny_state()
     state["compressor.scene_tokens"] = torch.zeros(1, 9, 64)
