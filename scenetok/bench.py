@@ -131,8 +131,10 @@ def suite_sizes(suite: str, quick: bool) -> BenchSizes:
     if suite not in SUITES:
         raise ValueError(f"--suite must be one of {SUITES}, got {suite!r}")
     if suite == "cpu" and not quick:
+        # The quickstart model at its own batch size; S and B at batch 1 (a B step is ~50 GFLOP).
         return BenchSizes(models={"quickstart": [], "S": preset_overrides("S"), "B": preset_overrides("B")},
-                          memory_resolutions=[32, 64, 128], memory_tokens=[32, 64, 128, 256])
+                          train_batch=1, train_steps=4, memory_resolutions=[32, 64, 128],
+                          memory_tokens=[32, 64, 128, 256])
     if suite == "cpu":
         return BenchSizes(
             base_overrides=list(QUICK_OVERRIDES), context_views=[2, 4], target_views=2, render_steps=1,
@@ -265,24 +267,40 @@ def _recipe(sizes: BenchSizes, extra: Iterable[str] = ()) -> Recipe:
 # ----------------------------------------------------------------------------------------------
 
 
+def _autocast(sizes: BenchSizes, device: torch.device) -> Any:
+    """bf16 autocast for the GPU suite, nothing on CPU (a context manager)."""
+    if sizes.dtype == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def bench_context_scaling(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
     """Encode time and render time per target view against the number of context views."""
     recipe = _recipe(sizes)
     model = SceneTok(recipe).to(device).eval()
-    dtype = torch.bfloat16 if sizes.dtype == "bfloat16" else None
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
     targets = random_views(1, sizes.target_views, model.image_size, device, seed=99).cameras
-    rows = []
-    with torch.no_grad():
+    contexts, tokens = {}, {}
+    encode_s: dict[int, list[float]] = {v: [] for v in sizes.context_views}
+    render_s: dict[int, list[float]] = {v: [] for v in sizes.context_views}
+    with torch.no_grad(), _autocast(sizes, device):
         for views in sizes.context_views:
-            context = random_views(1, views, model.image_size, device, seed=views)
-            with autocast():
-                tokens = model.encode(context).mode()
-                encode_s = timed(lambda: model.encode(context), sizes.repeats, device)
-                render_s = timed(lambda: model.render(tokens, targets, steps=sizes.render_steps),
-                                 sizes.repeats, device)
-            rows.append({"context_views": views, "encode_ms": encode_s * 1e3,
-                         "render_ms_per_target_view": render_s * 1e3 / sizes.target_views})
+            contexts[views] = random_views(1, views, model.image_size, device, seed=views)
+            tokens[views] = model.encode(contexts[views]).mode()
+            model.render(tokens[views], targets, steps=sizes.render_steps)  # warm-up
+        # Interleaved (2, 4, ..., 32, 2, 4, ...): a load change on a shared machine hits every
+        # view count alike instead of skewing the ratios.
+        for _ in range(max(1, sizes.repeats)):
+            for views in sizes.context_views:
+                context, scene = contexts[views], tokens[views]
+                encode_s[views].append(timed(lambda: model.encode(context), 1, device, warmup=0))
+                render_s[views].append(timed(lambda: model.render(scene, targets, steps=sizes.render_steps),
+                                             1, device, warmup=0))
+    rows = []
+    for views in sizes.context_views:
+        encode, render = statistics.median(encode_s[views]), statistics.median(render_s[views])
+        rows.append({"context_views": views, "encode_ms": encode * 1e3,
+                     "render_ms_per_target_view": render * 1e3 / sizes.target_views,
+                     "render_views_per_s": sizes.target_views / render})
     first, last = rows[0], rows[-1]
     for row in rows:
         row["encode_ratio"] = row["encode_ms"] / first["encode_ms"]
@@ -382,13 +400,14 @@ class _StepTimer:
         return parts
 
 
-def _training_batch(trainer: Trainer, sizes: BenchSizes, step: int) -> tuple[SceneBatch, float]:
+def _training_batch(trainer: Trainer, sizes: BenchSizes, step: int, epoch: int = 0) -> tuple[SceneBatch, float]:
     """The batch of ``step`` from the trainer's own data path, and the seconds it took (fetch +
-    collate, as one DataLoader worker does it)."""
+    collate, as one DataLoader worker does it). ``epoch`` 0 renders the scenes (cold caches);
+    epoch 1 draws new views of the same scenes, which is what most of a training run does."""
     if sizes.synthetic_data:
         return random_batch(trainer.recipe, trainer.config.batch_size, trainer.device, seed=step), 0.0
     start = time.perf_counter()
-    keys = [(0, (step * trainer.config.batch_size + i) % len(trainer.dataset))
+    keys = [(epoch, (step * trainer.config.batch_size + i) % len(trainer.dataset))
             for i in range(trainer.config.batch_size)]
     batch = collate_scenes([trainer.dataset[key] for key in keys])
     return batch.to(trainer.device), time.perf_counter() - start
@@ -422,20 +441,19 @@ def bench_training(sizes: BenchSizes, device: torch.device, peak_flops: float) -
         recipe = _recipe(sizes, extra)
         with tempfile.TemporaryDirectory(prefix="scenetok-bench-") as run_dir:
             trainer = make_trainer(recipe, Path(run_dir))
-            batches, data_seconds = [], []
-            for step in range(sizes.train_steps + 2):
-                batch, seconds = _training_batch(trainer, sizes, step)
-                batches.append(batch)
-                data_seconds.append(seconds)
+            # Two batches: rendered (cold), then new views of the same scenes (cached frames).
+            cold = [_training_batch(trainer, sizes, step, epoch=0)[1] for step in range(2)]
+            fetched = [_training_batch(trainer, sizes, step, epoch=1) for step in range(2)]
+            batches, cached = [b for b, _ in fetched], [s for _, s in fetched]
             trainer.train_step([batches[0]])  # warm-up (allocator, first-call dispatch)
             flops = _flops_per_step(trainer, batches[1])
             timer = _StepTimer(trainer)
             try:
-                parts = [timer.step(batch) for batch in batches[2:]]
+                parts = [timer.step(batches[i % 2]) for i in range(sizes.train_steps)]
             finally:
                 timer.close()
             breakdown = {key: statistics.median(p[key] for p in parts) for key in parts[0]}
-            data = statistics.median(data_seconds[2:]) if not sizes.synthetic_data else 0.0
+            data = statistics.median(cached) if not sizes.synthetic_data else 0.0
             step_s = breakdown["total"]
             parameters = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
             total_with_data = step_s + data
@@ -444,7 +462,7 @@ def bench_training(sizes: BenchSizes, device: torch.device, peak_flops: float) -
                 "image_size": list(trainer.model.image_size), "steps_timed": len(parts),
                 "steps_per_s": 1.0 / step_s, "steps_per_s_with_inline_data": 1.0 / total_with_data,
                 "flops_per_step": flops, "achieved_flops_per_s": flops / step_s, "mfu": flops / step_s / peak_flops,
-                "data_ms": data * 1e3, "data_source": "random batch" if sizes.synthetic_data else "dataset",
+                "data_ms": data * 1e3, "data_ms_cold": statistics.median(cold) * 1e3, "data_source": "random batch" if sizes.synthetic_data else "dataset",
                 "breakdown_ms": {key: value * 1e3 for key, value in breakdown.items()},
                 "breakdown_fraction": {key: value / step_s for key, value in breakdown.items() if key != "total"},
             }
@@ -569,18 +587,21 @@ def bench_memory(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
         model.eval()
 
         def encode() -> None:
-            with torch.no_grad():
+            with torch.no_grad(), _autocast(sizes, device):
                 model.encode(batch.context)
 
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(sizes, device):
             scene = model.encode(batch.context).mode()
 
         def render() -> None:
-            model.render(scene, batch.target.cameras, steps=1)
+            with _autocast(sizes, device):
+                model.render(scene, batch.target.cameras, steps=1)
 
         def train_step() -> None:
             model.train()
-            model.loss(batch, generator=torch.Generator().manual_seed(0))["loss"].backward()
+            with _autocast(sizes, device):
+                loss = model.loss(batch, generator=torch.Generator().manual_seed(0))["loss"]
+            loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)  # keep gradients allocated: the steady state
 
@@ -608,12 +629,28 @@ def bench_memory(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
 
 
 def run_bench(suite: str = "cpu", out: str | Path = "bench/results", quick: bool = False,
-              run: str | Path | None = None, sections: Iterable[str] | None = None) -> dict[str, Any]:
-    """Run the suite and write ``bench_<suite>[_quick].json`` and ``.md`` into ``out``."""
+              run: str | Path | None = None, sections: Iterable[str] | None = None,
+              sizes: BenchSizes | None = None, name: str | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Run the suite and write ``bench_<suite>[_quick].json`` and ``.md`` into ``out``
+    (``<name>.json``/``.md`` if given). ``sizes`` replaces the suite's sizes (Python API);
+    ``threads`` sets torch's intra-op threads for the run (default: torch's choice)."""
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        return _run_bench(suite, out, quick, run, sections, sizes, name)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_bench(suite: str, out: str | Path, quick: bool, run: str | Path | None, sections: Iterable[str] | None,
+               sizes: BenchSizes | None, name: str | None) -> dict[str, Any]:
     if suite == "gpu" and not torch.cuda.is_available():
         raise BenchError("scenetok bench --suite gpu needs a CUDA device (none is available here); "
                            "run --suite cpu instead")
-    sizes = suite_sizes(suite, quick)
+    sizes = sizes or suite_sizes(suite, quick)
     wanted = list(sections) if sections is not None else list(SECTIONS)
     unknown = set(wanted) - set(SECTIONS)
     if unknown:
@@ -645,7 +682,7 @@ def run_bench(suite: str = "cpu", out: str | Path = "bench/results", quick: bool
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"bench_{suite}" + ("_quick" if quick else "")
+    stem = name or f"bench_{suite}" + ("_quick" if quick else "")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     (out / f"{stem}.md").write_text(format_markdown(report))
     report["files"] = [str(out / f"{stem}.json"), str(out / f"{stem}.md")]
@@ -705,9 +742,10 @@ def format_markdown(report: dict[str, Any]) -> str:
         c = report["context_scaling"]
         lines += [f"{c['target_views']} target views, {c['render_steps']} render step(s).", ""]
         lines += _table(["context views", "encode ms", "encode ratio", "views ratio", "render ms / target view",
-                         "render ratio"],
+                         "render views/s", "render ratio"],
                         [[r["context_views"], r["encode_ms"], r["encode_ratio"], r["views_ratio"],
-                          r["render_ms_per_target_view"], r["render_ratio"]] for r in c["rows"]])
+                          r["render_ms_per_target_view"], r["render_views_per_s"], r["render_ratio"]]
+                         for r in c["rows"]])
         lines += ["", "Claims: " + "; ".join(f"{k}: {_f(v)}" for k, v in c["claims"].items()), ""]
 
     lines += ["## Training throughput", ""]
@@ -720,11 +758,13 @@ def format_markdown(report: dict[str, Any]) -> str:
                           r["achieved_flops_per_s"] / 1e9, r["mfu"]] for n, r in t["models"].items()])
         lines += ["", "Breakdown of one step (ms; fraction of the step):", ""]
         keys = list(next(iter(t["models"].values()))["breakdown_ms"])
-        lines += _table(["model", "data"] + keys,
-                        [[n, r["data_ms"]] + [f"{r['breakdown_ms'][k]:.1f} ({r['breakdown_fraction'].get(k, 1.0):.0%})"
+        lines += _table(["model", "data (cold)", "data"] + keys,
+                        [[n, r["data_ms_cold"], r["data_ms"]] + [f"{r['breakdown_ms'][k]:.1f} ({r['breakdown_fraction'].get(k, 1.0):.0%})"
                                               for k in keys] for n, r in t["models"].items()])
-        lines += ["", "`data` is fetch + collate in this process (training runs it in a DataLoader worker, "
-                  "in parallel with the step); `other` is zero_grad, gradient clipping and the LR schedule.", ""]
+        lines += ["", "`data` is fetch + collate of one batch in this process, for scenes seen before (`cold`: "
+                  "first visit, rendering included); training runs it in a DataLoader worker, in parallel "
+                  "with the step. `other` is zero_grad, gradient clipping, the loss read-out and the LR "
+                  "schedule.", ""]
 
     lines += ["## Training-step changes (before/after)", ""]
     if not skipped("changes"):

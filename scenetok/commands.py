@@ -93,7 +93,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from scenetok.bench import BenchError, run_bench  # lazy: imports torch
 
     try:
-        report = run_bench(suite=args.suite, out=args.out, quick=args.quick, run=args.run, sections=args.sections)
+        report = run_bench(suite=args.suite, out=args.out, quick=args.quick, run=args.run, sections=args.sections,
+                           threads=args.threads)
     except BenchError as error:
         print(f"scenetok: error: {error}", file=sys.stderr)
         return 2
@@ -238,6 +239,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sections", nargs="+", default=None, metavar="SECTION",
                    choices=["matmul_peak", "context_scaling", "training", "changes", "sampling", "memory"],
                    help="measure only these sections (default: all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice; 1 gives steadier ratios on a shared machine)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("data", help="dataset tools: preview, index, convert, cache",
