@@ -367,7 +367,7 @@ class _StepTimer:
         return hook
 
     def _grad(self, _parameter: torch.Tensor) -> None:
-        self.marks["backward_end"] = time.perf_counter()
+        self._mark("backward_end")  # the last one wins: the end of the backward pass
 
     def close(self) -> None:
         for handle in self.handles:
@@ -447,24 +447,34 @@ def bench_training(sizes: BenchSizes, device: torch.device, peak_flops: float) -
             batches, cached = [b for b, _ in fetched], [s for _, s in fetched]
             trainer.train_step([batches[0]])  # warm-up (allocator, first-call dispatch)
             flops = _flops_per_step(trainer, batches[1])
+            # Steps/s from plain steps; the breakdown from two more with the timing hooks (which
+            # synchronise the GPU at every mark, so they would slow the steps they time).
+            plain = []
+            for i in range(sizes.train_steps):
+                _sync(trainer.device)
+                start = time.perf_counter()
+                trainer.train_step([batches[i % 2]])
+                _sync(trainer.device)
+                plain.append(time.perf_counter() - start)
             timer = _StepTimer(trainer)
             try:
-                parts = [timer.step(batches[i % 2]) for i in range(sizes.train_steps)]
+                parts = [timer.step(batches[i % 2]) for i in range(2)]
             finally:
                 timer.close()
             breakdown = {key: statistics.median(p[key] for p in parts) for key in parts[0]}
             data = statistics.median(cached) if not sizes.synthetic_data else 0.0
-            step_s = breakdown["total"]
+            step_s = statistics.median(plain)
             parameters = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
             total_with_data = step_s + data
             models[name] = {
                 "overrides": extra, "parameters": parameters, "batch_size": trainer.config.batch_size,
-                "image_size": list(trainer.model.image_size), "steps_timed": len(parts),
-                "steps_per_s": 1.0 / step_s, "steps_per_s_with_inline_data": 1.0 / total_with_data,
+                "image_size": list(trainer.model.image_size), "steps_timed": len(plain),
+                "step_ms": step_s * 1e3, "steps_per_s": 1.0 / step_s, "steps_per_s_with_inline_data": 1.0 / total_with_data,
                 "flops_per_step": flops, "achieved_flops_per_s": flops / step_s, "mfu": flops / step_s / peak_flops,
                 "data_ms": data * 1e3, "data_ms_cold": statistics.median(cold) * 1e3, "data_source": "random batch" if sizes.synthetic_data else "dataset",
                 "breakdown_ms": {key: value * 1e3 for key, value in breakdown.items()},
-                "breakdown_fraction": {key: value / step_s for key, value in breakdown.items() if key != "total"},
+                "breakdown_fraction": {key: value / breakdown["total"] for key, value in breakdown.items()
+                                       if key != "total"},
             }
     return {"peak_flops_per_s": peak_flops, "models": models}
 
@@ -751,9 +761,10 @@ def format_markdown(report: dict[str, Any]) -> str:
     lines += ["## Training throughput", ""]
     if not skipped("training"):
         t = report["training"]
-        lines += _table(["model", "params", "batch", "image", "steps/s", "steps/s with inline data",
+        lines += _table(["model", "params", "batch", "image", "step ms", "steps/s", "steps/s with inline data",
                          "GFLOP/step", "GFLOP/s", "MFU"],
-                        [[n, r["parameters"], r["batch_size"], "x".join(map(str, r["image_size"])), r["steps_per_s"],
+                        [[n, r["parameters"], r["batch_size"], "x".join(map(str, r["image_size"])), r["step_ms"],
+                          r["steps_per_s"],
                           r["steps_per_s_with_inline_data"], r["flops_per_step"] / 1e9,
                           r["achieved_flops_per_s"] / 1e9, r["mfu"]] for n, r in t["models"].items()])
         lines += ["", "Breakdown of one step (ms; fraction of the step):", ""]
