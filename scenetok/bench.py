@@ -10,7 +10,8 @@ Sections (each a function returning a JSON-able dict; :func:`run_bench` writes t
   against a matmul peak measured in the same run, and a breakdown of one step (data, encode,
   decoder forward, backward, optimizer, EMA) for the quickstart model and the S/B presets.
 * ``changes``: the training step before and after each speed change made from these findings
-  (fused AdamW, complex-multiply RoPE), interleaved on the same batch.
+  (fused AdamW, complex-multiply RoPE; and all cores vs one thread, a setting for shared
+  machines), interleaved on the same batch.
 * ``sampling``: PSNR/SSIM against inference steps (1..25) and solver (Euler, Heun) for a trained
   run (``--run``); skipped with a note without one.
 * ``memory``: peak memory of encode / render / train step against resolution and token count
@@ -498,7 +499,18 @@ CHANGES = {
     "adamw_fused": "AdamW for-loop implementation (torch's CPU default) -> fused kernel (train.adamw_impl=auto)",
     "rope_complex": "RoPE as split/negate/stack/multiply-add -> one complex multiply per pair",
     "all": "the step before both changes -> the step now",
+    "one_thread": "torch intra-op threads = all cores -> 1 (a setting, not a default: for shared machines)",
 }
+
+
+@contextlib.contextmanager
+def _threads(count: int) -> Any:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def bench_changes(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
@@ -520,6 +532,8 @@ def bench_changes(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
             "rope_complex": (("auto", _reference_rope), ("auto", none)),
             "all": (("forloop", _reference_rope), ("auto", none)),
         }
+        if device.type == "cpu" and (os.cpu_count() or 1) > 1:
+            variants["one_thread"] = (("auto", lambda: _threads(os.cpu_count() or 1)), ("auto", lambda: _threads(1)))
         samples: dict[str, dict[str, list[dict[str, float]]]] = {c: {"before": [], "after": []} for c in variants}
         try:
             for _ in range(max(1, sizes.train_steps)):
