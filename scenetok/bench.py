@@ -46,9 +46,9 @@ from scenetok import registry
 from scenetok.data.dataset import build_dataset
 from scenetok.model import SceneTok, image_size_of
 from scenetok.recipe import Recipe, load_recipe
-from scenetok.testing.contracts import random_cameras
+from scenetok.geometry.conventions import intrinsics_from_values, look_at
 from scenetok.train.loop import Trainer
-from scenetok.types import SceneBatch, Views, collate_scenes
+from scenetok.types import Cameras, SceneBatch, Views, collate_scenes
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,15 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # Inputs
 # ----------------------------------------------------------------------------------------------
+
+
+def random_cameras(batch: int, views: int, generator: torch.Generator) -> Cameras:
+    """Cameras ``(B, V)`` at random points of a unit cube looking at random points near the
+    origin, ~60 degree field of view (normalised intrinsics)."""
+    eye = torch.rand(batch, views, 3, generator=generator) - 0.5
+    target = eye + torch.tensor([0.0, 0.0, 1.0]) + 0.3 * torch.randn(batch, views, 3, generator=generator)
+    intrinsics = intrinsics_from_values(0.9, 0.9, 0.5, 0.5).expand(batch, views, 3, 3).clone()
+    return Cameras(look_at(eye, target), intrinsics)
 
 
 def random_views(batch: int, views: int, image_size: tuple[int, int], device: torch.device,

@@ -152,3 +152,12 @@ def test_fused_and_forloop_adamw_train_alike(tmp_path):
     loop = train_recipe(TINY, ["train.steps=3", "train.adamw_impl=forloop"], run_dir=tmp_path / "loop",
                         progress=False)
     assert math.isclose(fused.metrics["loss"], loop.metrics["loss"], rel_tol=1e-4)
+
+
+def test_bench_runs_without_the_test_extras():
+    """`scenetok bench` is a user command: it must not need pytest (a test-only dependency)."""
+    import subprocess
+    import sys
+
+    code = "import sys, scenetok.bench; assert 'pytest' not in sys.modules, 'bench imports pytest'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
