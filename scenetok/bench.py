@@ -479,9 +479,11 @@ def bench_training(sizes: BenchSizes, device: torch.device, peak_flops: float) -
             models[name] = {
                 "overrides": extra, "parameters": parameters, "batch_size": trainer.config.batch_size,
                 "image_size": list(trainer.model.image_size), "steps_timed": len(plain),
-                "step_ms": step_s * 1e3, "steps_per_s": 1.0 / step_s, "steps_per_s_with_inline_data": 1.0 / total_with_data,
+                "step_ms": step_s * 1e3, "steps_per_s": 1.0 / step_s,
+                "steps_per_s_with_inline_data": 1.0 / total_with_data,
                 "flops_per_step": flops, "achieved_flops_per_s": flops / step_s, "mfu": flops / step_s / peak_flops,
-                "data_ms": data * 1e3, "data_ms_cold": statistics.median(cold) * 1e3, "data_source": "random batch" if sizes.synthetic_data else "dataset",
+                "data_ms": data * 1e3, "data_ms_cold": statistics.median(cold) * 1e3,
+                "data_source": "random batch" if sizes.synthetic_data else "dataset",
                 "breakdown_ms": {key: value * 1e3 for key, value in breakdown.items()},
                 "breakdown_fraction": {key: value / breakdown["total"] for key, value in breakdown.items()
                                        if key != "total"},
@@ -793,8 +795,9 @@ def format_markdown(report: dict[str, Any]) -> str:
         lines += ["", "Breakdown of one step (ms; fraction of the step):", ""]
         keys = list(next(iter(t["models"].values()))["breakdown_ms"])
         lines += _table(["model", "data (cold)", "data"] + keys,
-                        [[n, r["data_ms_cold"], r["data_ms"]] + [f"{r['breakdown_ms'][k]:.1f} ({r['breakdown_fraction'].get(k, 1.0):.0%})"
-                                              for k in keys] for n, r in t["models"].items()])
+                        [[n, r["data_ms_cold"], r["data_ms"]]
+                         + [f"{r['breakdown_ms'][k]:.1f} ({r['breakdown_fraction'].get(k, 1.0):.0%})" for k in keys]
+                         for n, r in t["models"].items()])
         lines += ["", "`data` is fetch + collate of one batch in this process, for scenes seen before (`cold`: "
                   "first visit, rendering included); training runs it in a DataLoader worker, in parallel "
                   "with the step. `other` is zero_grad, gradient clipping, the loss read-out and the LR "

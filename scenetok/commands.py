@@ -93,8 +93,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from scenetok.bench import BenchError, run_bench  # lazy: imports torch
 
     try:
-        report = run_bench(suite=args.suite, out=args.out, quick=args.quick, run=args.run, sections=args.sections,
-                           threads=args.threads)
+        report = run_bench(suite=args.suite, out=args.out, quick=args.quick, run=args.run,
+                           sections=args.sections, threads=args.threads)
     except BenchError as error:
         print(f"scenetok: error: {error}", file=sys.stderr)
         return 2
@@ -227,8 +227,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("bench", help="benchmark suite: context scaling, throughput/MFU, sampling, memory",
                        description="Measure context scaling, training throughput (steps/s, FLOPs, MFU, "
-                       "step breakdown), the training-step speed changes before/after, PSNR/SSIM vs sampling steps and solver "
-                       "(with --run) and peak memory, side by side in one run; writes bench_SUITE.json "
+                       "step breakdown), the training-step speed changes before/after, PSNR/SSIM vs "
+                       "sampling steps and solver (with --run) and peak memory, side by side in one run; writes bench_SUITE.json "
                        "and bench_SUITE.md with machine info and date.")
     p.add_argument("--suite", choices=["cpu", "gpu"], default="cpu",
                    help="cpu: quickstart and S/B models at 32 px; gpu: L presets at 256x256 in bf16 (needs CUDA)")
