@@ -835,8 +835,37 @@ def format_markdown(report: dict[str, Any]) -> str:
                         [[r["varies"], r["image_size"], r["num_tokens"], r["batch_size"], r["encode_mb"],
                           r["render_mb"], r["train_step_mb"], r["train_ratio_vs_first"]] for r in mem["rows"]])
         lines += [""]
+    findings = _findings(report)
+    if findings:
+        lines += ["## Findings (computed from the numbers above)", ""] + [f"* {f}" for f in findings] + [""]
     lines += [f"Total time: {report['seconds']['total']:.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+def _findings(report: dict[str, Any]) -> list[str]:
+    """One-line readings of the measurements: where a training step goes, whether the data path
+    keeps up, what each change bought. Every sentence is derived from the report's numbers."""
+    out = []
+    training = report.get("training", {}).get("models", {})
+    for name, row in training.items():
+        parts = {k: v for k, v in row["breakdown_fraction"].items()}
+        top = max(parts, key=parts.get)
+        line = (f"{name}: {row['steps_per_s']:.2f} steps/s at MFU {row['mfu']:.1%}; the largest part of a step is "
+                f"{top} ({parts[top]:.0%})")
+        if row["data_source"] == "dataset":
+            cached, cold, step = row["data_ms"], row["data_ms_cold"], row["step_ms"]
+            line += (f"; a batch of seen scenes takes {cached / step:.2f}x a step to load "
+                     f"({'one worker keeps up' if cached < step else 'data-bound even with cached frames'}), "
+                     f"a batch of new scenes {cold / step:.2f}x "
+                     f"({'the first epoch is data-bound' if cold > step else 'never data-bound'})")
+        out.append(line + ".")
+    for name, row in report.get("changes", {}).get("changes", {}).items():
+        out.append(f"{name}: step {row['before_ms']['total']:.0f} -> {row['after_ms']['total']:.0f} ms "
+                   f"({row['step_speedup']:.2f}x).")
+    scaling = report.get("context_scaling", {}).get("claims")
+    if scaling:
+        out.append("context scaling: " + ", ".join(f"{k} = {_f(v)}" for k, v in scaling.items()) + ".")
+    return out
 
 
 def check_finite(report: dict[str, Any]) -> list[str]:

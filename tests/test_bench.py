@@ -32,7 +32,7 @@ def test_quick_cpu_bench_writes_every_section_with_computed_ratios(tmp_path, cap
     for name in bench.SECTIONS:
         assert "skipped" not in report[name], name
     for heading in ("Matmul peak", "Context scaling", "Training throughput", "Breakdown of one step",
-                    "Training-step changes", "Sampling steps and solver", "Peak memory"):
+                    "Training-step changes", "Sampling steps and solver", "Peak memory", "Findings"):
         assert f"{heading}" in markdown
     assert bench.check_finite(report) == []
 
