@@ -175,6 +175,20 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from scenetok.bench import BenchError, run_bench  # lazy: imports torch
+
+    try:
+        report = run_bench(suite=args.suite, out=args.out, quick=args.quick, run=args.run,
+                           sections=args.sections, threads=args.threads)
+    except BenchError as error:
+        print(f"scenetok: error: {error}", file=sys.stderr)
+        return 2
+    for path in report["files"]:
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_data_preview(args: argparse.Namespace) -> int:
     from scenetok.data.preview import write_preview  # lazy: draws with matplotlib
     from scenetok.data.dataset import build_dataset  # lazy: imports torch
@@ -343,6 +357,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "evaluation; the step count then depends on machine load)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("bench", help="benchmark suite: context scaling, throughput/MFU, sampling, memory",
+                       description="Measure context scaling, training throughput (steps/s, FLOPs, MFU, "
+                       "step breakdown), the training-step speed changes before/after, PSNR/SSIM vs "
+                       "sampling steps and solver (with --run) and peak memory, side by side in one run; writes bench_SUITE.json "
+                       "and bench_SUITE.md with machine info and date.")
+    p.add_argument("--suite", choices=["cpu", "gpu"], default="cpu",
+                   help="cpu: quickstart and S/B models at 32 px; gpu: L presets at 256x256 in bf16 (needs CUDA)")
+    p.add_argument("--out", type=Path, default=Path("bench/results"), help="output directory")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a seconds-long check of the whole suite")
+    p.add_argument("--run", type=Path, default=None,
+                   help="trained run for the sampling section (skipped without one)")
+    p.add_argument("--sections", nargs="+", default=None, metavar="SECTION",
+                   choices=["matmul_peak", "context_scaling", "training", "changes", "sampling", "memory"],
+                   help="measure only these sections (default: all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice; 1 gives steadier ratios on a shared machine)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("data", help="dataset tools: preview, index, convert, cache",
                        description="Dataset tools.")

@@ -115,16 +115,42 @@ def rotate_pairs(x: Tensor) -> Tensor:
     return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
 
 
-def apply_rope(x: Tensor, table: RopeTable) -> Tensor:
-    """Rotate queries or keys ``(B, heads, L, head_dim)`` by a table of ``(L, head_dim)``.
-
-    Computed in float32 (the tables are float32) and returned in ``x``'s dtype; ``x`` is not modified.
-    """
-    cos, sin = table
+def _check_table(x: Tensor, table: RopeTable) -> None:
+    cos = table[0]
     if x.shape[-2] != cos.shape[0] or x.shape[-1] != cos.shape[1]:
         raise ValueError(
             f"RoPE table of {tuple(cos.shape)} does not match a sequence of "
             f"{x.shape[-2]} tokens x {x.shape[-1]} head dims"
         )
+
+
+def apply_rope(x: Tensor, table: RopeTable) -> Tensor:
+    """Rotate queries or keys ``(B, heads, L, head_dim)`` by a table of ``(L, head_dim)``.
+
+    Computed in float32 (the tables are float32) and returned in ``x``'s dtype; ``x`` is not
+    modified. Each interleaved pair ``(x[2i], x[2i+1])`` is read as one complex number and
+    multiplied by ``cos + i sin``: the same numbers as :func:`apply_rope_reference`, but one
+    kernel instead of the split / negate / stack / multiply-add chain, which made RoPE a large
+    share of a CPU training step (``scenetok bench``, "Training-step changes").
+    """
+    if torch.compiler.is_compiling():
+        # Inductor has no complex code generation but fuses the real formula into one kernel.
+        return apply_rope_reference(x, table)
+    _check_table(x, table)
+    cos, sin = table
+    rotation = torch.complex(cos[:, ::2], sin[:, ::2])  # (L, head_dim / 2): one angle per pair
+    pairs = x.float().unflatten(-1, (-1, 2))
+    try:
+        complex_pairs = torch.view_as_complex(pairs)
+    except RuntimeError:  # strides that cannot be viewed as complex (e.g. odd offsets): copy once
+        complex_pairs = torch.view_as_complex(pairs.contiguous())
+    return torch.view_as_real(complex_pairs * rotation).flatten(-2).to(x.dtype)
+
+
+def apply_rope_reference(x: Tensor, table: RopeTable) -> Tensor:
+    """The textbook formula ``x * cos + rotate_pairs(x) * sin`` (what :func:`apply_rope` computes;
+    kept as its test oracle and as the "before" of the benchmark)."""
+    _check_table(x, table)
+    cos, sin = table
     x32 = x.float()
     return (x32 * cos + rotate_pairs(x32) * sin).to(x.dtype)

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 #: Keys of ``train`` that may change between the original command and a resume.
 RESUMABLE_CHANGES = {"steps", "minutes", "log_every", "checkpoint_every", "keep_checkpoints",
-                     "validate_every", "num_workers", "loggers"}
+                     "validate_every", "num_workers", "loggers", "adamw_impl"}
 
 
 class TrainingAborted(RuntimeError):
@@ -224,6 +224,15 @@ def build_model(recipe: Recipe, device: torch.device) -> nn.Module:
     return SceneTok(recipe).to(device)
 
 
+def adamw_implementation(name: str, device: torch.device) -> dict[str, bool]:
+    """AdamW keyword arguments selecting ``train.adamw_impl``. ``auto`` takes the fused kernel on
+    CPU and CUDA: one kernel over all parameters instead of a Python loop of small ops, which
+    measured ~3x faster optimizer steps on CPU (``scenetok bench``, "AdamW implementation")."""
+    if name == "auto":
+        name = "fused" if device.type in ("cpu", "cuda") else "forloop"
+    return {"fused": {"fused": True}, "foreach": {"foreach": True}, "forloop": {"foreach": False}}[name]
+
+
 class Trainer:
     """Runs :class:`~scenetok.model.SceneTok` (or SceneGen) training for one recipe in one run directory."""
 
@@ -248,7 +257,8 @@ class Trainer:
         self.dataset = EpochIndexed(self._training_data())
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.config.lr, betas=tuple(self.config.betas),
-                                           weight_decay=self.config.weight_decay)
+                                           weight_decay=self.config.weight_decay,
+                                           **adamw_implementation(self.config.adamw_impl, self.device))
         self.scheduler = build_lr_scheduler(self.optimizer, LRScheduleConfig(
             warmup_steps=self.config.warmup_steps, warmup_start_factor=self.config.warmup_factor,
             decay=self.config.decay, milestones=list(self.config.milestones), gamma=self.config.gamma,
