@@ -139,6 +139,8 @@ def test_eval_on_a_scenegen_run_scores_against_both_references(scenegen_run, tmp
     data = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert set(data["methods"]) == {"scenegen", "copy_condition", "scenetok_reconstruction"}
     assert "generated" in data["metadata"]["token_statistics"]
+    # the effective sampler settings are reported, never None for "the recipe's default"
+    assert data["metadata"]["steps"] >= 1 and data["metadata"]["guidance"] is not None
     assert "copy_condition" in capsys.readouterr().out
 
 

@@ -87,6 +87,9 @@ def evaluate_scenegen(model: Any, dataset: Any, entries: Iterable[Any], *, confi
                         allow_random_backbone=allow_random_lpips)
     fid_factory = (lambda: FIDMetric(config.fid_weights)) if config.fid_weights else None
     suite = MetricSuite(lpips=lpips, fid_factory=fid_factory)
+    # The effective settings, so the report never says "None" for "the recipe's default".
+    steps = model.config.steps if steps is None else steps
+    guidance = model.config.guidance if guidance is None else guidance
     entries = list(entries)
     if config.max_scenes:
         entries = entries[: config.max_scenes]
