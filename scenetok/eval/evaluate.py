@@ -170,13 +170,12 @@ def _score_scene(model: SceneTok | None, batch: SceneBatch, suite: MetricSuite, 
         ))
 
 
-def evaluate_run(run: str | Path, index: str | Path | None = None, out_dir: str | Path | None = None,
-                 overrides: Iterable[str] = (), max_scenes: int | None = None, progress: bool = True,
-                 allow_random_lpips: bool = False) -> EvalReport:
-    """``scenetok eval``: load a run/checkpoint and evaluate it on its recipe's held-out split."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = SceneTok.from_pretrained(run, overrides, device=device)
-    recipe, step = model.recipe, model.trained_step
+def evaluation_setup(recipe: Any, run: str | Path, index: str | Path | None, out_dir: str | Path | None,
+                     max_scenes: int | None) -> tuple[EvalConfig, Path, Path, Any]:
+    """What every ``scenetok eval`` (SceneTok or SceneGen run) starts from: the recipe's ``eval``
+    section (with ``max_scenes``), the output folder, the evaluation index (``index``, else
+    ``eval.index``, else a deterministic one of the held-out split written into the output folder
+    with the ``eval.*_views`` counts) and the dataset reading it."""
     config = recipe.sections["eval"]
     if max_scenes is not None:
         config = dataclasses.replace(config, max_scenes=max_scenes)
@@ -191,7 +190,17 @@ def evaluate_run(run: str | Path, index: str | Path | None = None, out_dir: str 
         log.info("wrote a deterministic evaluation index for split %r (%s): %s", config.split, explanation,
                  index_path)
     # The dataset resolves the index: unknown scenes are reported and skipped, suffixed keys mapped.
-    dataset = build_dataset(recipe, split=config.split, index=str(index_path))
+    return config, out, index_path, build_dataset(recipe, split=config.split, index=str(index_path))
+
+
+def evaluate_run(run: str | Path, index: str | Path | None = None, out_dir: str | Path | None = None,
+                 overrides: Iterable[str] = (), max_scenes: int | None = None, progress: bool = True,
+                 allow_random_lpips: bool = False) -> EvalReport:
+    """``scenetok eval``: load a run/checkpoint and evaluate it on its recipe's held-out split."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = SceneTok.from_pretrained(run, overrides, device=device)
+    recipe, step = model.recipe, model.trained_step
+    config, out, index_path, dataset = evaluation_setup(recipe, run, index, out_dir, max_scenes)
     entries = dataset.evaluation_entries()
     not_in_dataset = sum(1 for record in dataset.skipped if record["reason"].startswith("in the evaluation index"))
     metadata = {"run": str(run), "step": step, "index": str(index_path), "split": config.split,

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Iterable
@@ -14,8 +13,8 @@ import torch
 import yaml
 
 from scenetok.data.dataset import build_dataset
-from scenetok.data.index import write_evaluation_index
 from scenetok.data.view_sampling import sample_evaluation_views
+from scenetok.eval.evaluate import evaluation_setup
 from scenetok.geometry.conventions import make_relative
 from scenetok.model import SceneTok
 from scenetok.recipe import Recipe
@@ -107,19 +106,7 @@ def evaluate_scenegen_run(run: str | Path, index: str | Path | None = None, out_
     the recipe's (or a deterministic one of its held-out split), as for SceneTok runs."""
     model = load_scenegen(run, overrides, device=_device())
     recipe = model.recipe
-    config = recipe.sections["eval"]
-    if max_scenes is not None:
-        config = dataclasses.replace(config, max_scenes=max_scenes)
-    out = Path(out_dir) if out_dir else Path(run) / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    index_path = Path(index) if index else (Path(config.index) if config.index else None)
-    if index_path is None:
-        dataset_config = recipe["dataset"].config
-        index_path = write_evaluation_index(
-            build_dataset(recipe, split=config.split), out / "index.json",
-            context_views=config.context_views or dataset_config.context_views,
-            target_views=config.target_views or dataset_config.target_views, seed=0)
-    dataset = build_dataset(recipe, split=config.split, index=str(index_path))
+    config, out, index_path, dataset = evaluation_setup(recipe, run, index, out_dir, max_scenes)
     metadata = {"run": str(run), "step": model.trained_step, "index": str(index_path), "split": config.split,
                 "scenetok_run": model.config.scenetok_run}
     return evaluate_scenegen(model, dataset, dataset.evaluation_entries(), config=config, out_dir=out,
