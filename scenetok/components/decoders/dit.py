@@ -89,6 +89,29 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
+def init_dit_weights(patch_conv: nn.Conv2d, timestep_embed: nn.Module, blocks: nn.ModuleList,
+                     final_layer: nn.Module, extra_linears: tuple[nn.Module, ...] = ()) -> None:
+    """The DiT init both official DiTs (renderer and scene generator) use: xavier-uniform Linears
+    with zero bias in the core (``extra_linears``, the timestep MLP, the blocks, the final layer),
+    the patch-embedding conv initialised as the Linear over ``(C, p, p)`` it is, N(0, 0.02) for the
+    timestep MLP, adaLN-Zero for every modulation and a zero output Linear."""
+    for part in (*extra_linears, timestep_embed, blocks, final_layer):
+        for module in part.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+    nn.init.xavier_uniform_(patch_conv.weight.view(patch_conv.weight.shape[0], -1))
+    nn.init.zeros_(patch_conv.bias)
+    nn.init.normal_(timestep_embed.mlp[0].weight, std=0.02)
+    nn.init.normal_(timestep_embed.mlp[2].weight, std=0.02)
+    for block in blocks:
+        block.modulation.zero_init()
+    final_layer.modulation.zero_init()
+    nn.init.zeros_(final_layer.linear.weight)
+    nn.init.zeros_(final_layer.linear.bias)
+
+
 class DiTDecoder(Decoder):
     """Video DiT renderer over target latents.
 
@@ -229,24 +252,8 @@ class DiTDecoder(Decoder):
         """The paper's init: xavier-uniform Linears (zero bias) in the DiT core, N(0, 0.02) for the
         timestep MLP, adaLN-Zero for every modulation and the output Linear. The camera embedding
         and ``scene_token_proj`` keep PyTorch's default init, as in the paper."""
-        core = (self.latent_embed, self.timestep_embed, self.blocks, self.final_layer)
-        for part in core:
-            for module in part.modules():
-                if isinstance(module, nn.Linear):
-                    nn.init.xavier_uniform_(module.weight)
-                    if module.bias is not None:
-                        nn.init.zeros_(module.bias)
-        # The patch-embedding conv is a Linear over (C, p, p) inputs.
-        conv = self.latent_embed.proj
-        nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))
-        nn.init.zeros_(conv.bias)
-        nn.init.normal_(self.timestep_embed.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.timestep_embed.mlp[2].weight, std=0.02)
-        for block in self.blocks:
-            block.modulation.zero_init()
-        self.final_layer.modulation.zero_init()
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+        init_dit_weights(self.latent_embed.proj, self.timestep_embed, self.blocks, self.final_layer,
+                         extra_linears=(self.latent_embed,))
         nn.init.normal_(self.null_token, std=self.config.null_token_init_std)
 
     @classmethod

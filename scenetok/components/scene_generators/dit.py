@@ -36,7 +36,7 @@ from timm.layers import PatchEmbed
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from scenetok.components.decoders.dit import DiTBlock, FinalLayer
+from scenetok.components.decoders.dit import DiTBlock, FinalLayer, init_dit_weights
 from scenetok.interfaces import SceneGenerator
 from scenetok.nn.camera import RAY_MAP_KINDS, SinCosRayPatchEmbed, camera_patch_for_grid
 from scenetok.nn.layers import TimestepEmbedder, swiglu_hidden_dim
@@ -170,22 +170,8 @@ class DiTSceneGenerator(SceneGenerator):
         """The official init: xavier-uniform Linears and patch convs (zero bias), N(0, 0.02) for the
         timestep MLP, adaLN-Zero and a zero output layer, zero position embedding. The camera convs
         keep PyTorch's default init, as in the paper."""
-        for part in (self.token_embed, self.cond_embed, self.timestep_embed, self.blocks, self.final_layer):
-            for module in part.modules():
-                if isinstance(module, nn.Linear):
-                    nn.init.xavier_uniform_(module.weight)
-                    if module.bias is not None:
-                        nn.init.zeros_(module.bias)
-        conv = self.cond_embed.proj
-        nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))
-        nn.init.zeros_(conv.bias)
-        nn.init.normal_(self.timestep_embed.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.timestep_embed.mlp[2].weight, std=0.02)
-        for block in self.blocks:
-            block.modulation.zero_init()
-        self.final_layer.modulation.zero_init()
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+        init_dit_weights(self.cond_embed.proj, self.timestep_embed, self.blocks, self.final_layer,
+                         extra_linears=(self.token_embed, self.cond_embed))
         nn.init.zeros_(self.pos_embed)
         nn.init.normal_(self.null_token, std=self.config.null_token_init_std)
 
