@@ -5,6 +5,6 @@ Importing this package is cheap on purpose: it must not import torch, so that
 (`scenetok.model`, `scenetok.registry`, ...) for the real work.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__"]
