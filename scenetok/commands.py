@@ -259,6 +259,7 @@ def _bounded(kind: type, low: float, what: str):
 positive_int = _bounded(int, 1, "an integer >= 1")
 non_negative_int = _bounded(int, 0, "an integer >= 0")
 positive_float = _bounded(float, 1e-9, "a number > 0")
+non_negative_float = _bounded(float, 0.0, "a number >= 0")
 
 
 def _recipe(parser: argparse.ArgumentParser) -> None:
@@ -327,10 +328,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="output directory (default: RUN/render)")
     p.add_argument("--stochastic", action="store_true", help="sample tokens/noise instead of the deterministic mode")
     view = p.add_mutually_exclusive_group()
-    view.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+    view.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
                       help="resize the written frames and video to H x W for viewing (bilinear; the model "
                       "still renders at its training size)")
-    view.add_argument("--upscale", type=int, metavar="K", default=None,
+    view.add_argument("--upscale", type=positive_int, metavar="K", default=None,
                       help="enlarge the written frames and video K times (nearest neighbour: pixels stay sharp)")
     p.add_argument("--tokens", type=Path, default=None,
                    help="render the trajectory saved with generated tokens (`scenetok generate`'s "
@@ -372,7 +373,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sections", nargs="+", default=None, metavar="SECTION",
                    choices=["matmul_peak", "context_scaling", "training", "changes", "sampling", "memory"],
                    help="measure only these sections (default: all)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch intra-op threads (default: torch's choice; 1 gives steadier ratios on a shared machine)")
     p.set_defaults(func=cmd_bench)
 

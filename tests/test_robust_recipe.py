@@ -128,6 +128,12 @@ def test_ranges_are_documented_for_plugins_show(capsys) -> None:
     ["quickstart", "--minutes", "-2"],
     ["data", "cache", "quickstart", "--out", "X", "--epochs", "0"],
     ["data", "preview", "quickstart", "--out", "X", "--index", "-1"],
+    ["render", "RUN", "--upscale", "0"],
+    ["render", "RUN", "--size", "0", "32"],
+    ["generate", "RUN", "--images", "a.png", "--out", "X", "--frames", "-3"],
+    ["generate", "RUN", "--images", "a.png", "--out", "X", "--steps", "0"],
+    ["generate", "RUN", "--images", "a.png", "--out", "X", "--guidance", "-1"],
+    ["bench", "--threads", "0"],
 ])
 def test_cli_arguments_are_checked_before_work(tmp_path: Path, capsys, argv: list[str]) -> None:
     argv = [str(tmp_path / "missing-run") if a == "RUN" else str(tmp_path / a) if a == "X" else a for a in argv]

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from scenetok.commands import non_negative_float, non_negative_int, positive_int
 from scenetok.hookspecs import hookimpl
 
 
@@ -57,10 +58,11 @@ def scenetok_add_commands(subparsers: Any) -> None:
                    "(default: the anchors of a held-out scene, image 0 at the identity)")
     p.add_argument("--trajectory", choices=["spline", "orbit"], default=None,
                    help="rendered path through / around the anchors (default: render.trajectory)")
-    p.add_argument("--frames", type=int, default=None, help="frames to render (default: render.frames)")
-    p.add_argument("--steps", type=int, default=None, help="token sampler steps (default: scenegen.steps)")
-    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: scenegen.guidance)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same scene)")
+    p.add_argument("--frames", type=positive_int, default=None, help="frames to render, >= 1 (default: render.frames)")
+    p.add_argument("--steps", type=positive_int, default=None, help="token sampler steps, >= 1 (default: scenegen.steps)")
+    p.add_argument("--guidance", type=non_negative_float, default=None,
+                   help="CFG scale, >= 0 (default: scenegen.guidance)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed, >= 0 (same seed, same scene)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
