@@ -85,6 +85,15 @@ def evaluation_sample(dataset: Any, scene: str, context: list[int], target: list
     return dataset.load_selection(scene, list(context), target)
 
 
+def metric_suite(config: EvalConfig, allow_random_lpips: bool = False) -> MetricSuite:
+    """The metrics the recipe's ``eval`` section asks for: PSNR/SSIM always, LPIPS with its
+    backbone weights (else reported unavailable), FID when Inception weights are given."""
+    lpips = LPIPSMetric(config.lpips_net, backbone_weights=config.lpips_weights or None,
+                        allow_random_backbone=allow_random_lpips)
+    fid_factory = (lambda: FIDMetric(config.fid_weights)) if config.fid_weights else None
+    return MetricSuite(lpips=lpips, fid_factory=fid_factory)
+
+
 def evaluate_model(model: SceneTok | None, dataset: Any, entries: Iterable[Any], *, config: EvalConfig,
                    out_dir: Path, render: RenderConfig | None = None, metadata: dict[str, Any] | None = None,
                    progress: bool = True, allow_random_lpips: bool = False) -> EvalReport:
@@ -96,10 +105,7 @@ def evaluate_model(model: SceneTok | None, dataset: Any, entries: Iterable[Any],
     alone, and scenes of an index may differ in their numbers of views."""
     if render is None:
         render = model.render_config if model is not None else RenderConfig()
-    lpips = LPIPSMetric(config.lpips_net, backbone_weights=config.lpips_weights or None,
-                        allow_random_backbone=allow_random_lpips)
-    fid_factory = (lambda: FIDMetric(config.fid_weights)) if config.fid_weights else None
-    suite = MetricSuite(lpips=lpips, fid_factory=fid_factory)
+    suite = metric_suite(config, allow_random_lpips)
     entries = list(entries)
     if config.max_scenes:
         entries = entries[: config.max_scenes]

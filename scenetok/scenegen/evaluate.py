@@ -28,8 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from scenetok.data.view_sampling import stable_seed
-from scenetok.eval.evaluate import EvalReport, evaluation_sample
-from scenetok.eval.metrics import FIDMetric, LPIPSMetric, MetricSuite
+from scenetok.eval.evaluate import EvalReport, evaluation_sample, metric_suite
 from scenetok.eval.report import ReportExample, format_markdown, write_eval_report
 from scenetok.interfaces import CorruptSampleError
 from scenetok.scenegen.model import single_image_setup
@@ -83,10 +82,7 @@ def evaluate_scenegen(model: Any, dataset: Any, entries: Iterable[Any], *, confi
     evaluation index of ``dataset``; writes ``eval.json``, ``eval.md`` and ``eval_grid.png`` into
     ``out_dir`` and returns an :class:`~scenetok.eval.evaluate.EvalReport`. ``config`` is the
     recipe's ``eval`` section (metrics, ``max_scenes``, ``grid_scenes``)."""
-    lpips = LPIPSMetric(config.lpips_net, backbone_weights=config.lpips_weights or None,
-                        allow_random_backbone=allow_random_lpips)
-    fid_factory = (lambda: FIDMetric(config.fid_weights)) if config.fid_weights else None
-    suite = MetricSuite(lpips=lpips, fid_factory=fid_factory)
+    suite = metric_suite(config, allow_random_lpips)
     # The effective settings, so the report never says "None" for "the recipe's default".
     steps = model.config.steps if steps is None else steps
     guidance = model.config.guidance if guidance is None else guidance
