@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from scenetok import registry, rollout
-from scenetok.checkpoint import load_checkpoint
+from scenetok.checkpoint import Checkpoint, load_checkpoint
 from scenetok.data.dataset import parse_image_size
 from scenetok.geometry.conventions import make_relative
 from scenetok.interfaces import DiagonalGaussian, LatentSpec
@@ -114,6 +114,49 @@ def _uninstalled_trained_components(resolved: dict[str, Any], source: str) -> li
     return messages
 
 
+def trained_recipe(checkpoint: Checkpoint, overrides: Iterable[str] = ()) -> Recipe:
+    """The recipe a trained run (SceneTok or SceneGen) is loaded with: the one stored in
+    ``checkpoint``, brought to the current schema, with ``overrides`` and the trained image size,
+    validated once. A component whose plugin is gone is named with the distribution to install; a
+    sampler override that changes the trained noise process, or the image size, is refused."""
+    stored = upgrade_stored_recipe(checkpoint.recipe)
+    source = f"{checkpoint.path}/recipe.json"
+    overrides = _carry_image_size(stored, list(overrides))
+    try:
+        recipe = load_recipe_dict(stored, source=source, overrides=overrides)
+    except RecipeError as error:
+        missing = _uninstalled_trained_components(checkpoint.recipe, source)
+        if missing:
+            raise RecipeError(missing + error.errors) from error
+        raise
+    _check_trained_image_size(stored, recipe)
+    # The trained noise process, read from the stored node without validating a second recipe.
+    trained = stored["sampler"]
+    trained_cls = registry.get_component("sampler", trained["name"], provider=trained.get("provider"))
+    trained_process = trained_cls.process(trained_cls.Config(**{
+        key: value for key, value in trained.items() if key not in RESERVED_KEYS}))
+    wanted_process = recipe["sampler"].cls.process(recipe["sampler"].config)
+    if trained_process != wanted_process:
+        raise RecipeError([f"sampler: the checkpoint was trained with the {trained['name']!r} sampler "
+                           f"(process {trained_process}); it cannot be rendered with process "
+                           f"{wanted_process}. Retrain with that sampler instead."])
+    return recipe
+
+
+def trained_state(checkpoint: Checkpoint, ema: bool = True) -> dict[str, Tensor]:
+    """The trained networks' weights of ``checkpoint`` (the EMA when stored and ``ema``), with a
+    warning when they hold NaN/Inf."""
+    use_ema = ema and "ema" in checkpoint.tensors
+    state = checkpoint.tensors["ema"] if use_ema else checkpoint.tensors["model"]
+    broken = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        log.warning("%s: %d of %d %s weight tensors hold NaN/Inf (e.g. %s); renders and metrics will be NaN%s",
+                    checkpoint.path, len(broken), len(state), "EMA" if use_ema else "model", broken[0],
+                    " (the EMA averaged a diverged step; load with ema=False for the raw weights)"
+                    if use_ema else "")
+    return state
+
+
 class SceneTok(nn.Module):
     """The scene autoencoder: ``encode`` views into scene tokens, ``render`` any cameras from them."""
 
@@ -152,37 +195,8 @@ class SceneTok(nn.Module):
             frames = model.render(tokens, target_cameras, steps=4)      # (B, V, 3, H, W)
         """
         checkpoint = load_checkpoint(path, map_location=device)
-        stored = upgrade_stored_recipe(checkpoint.recipe)
-        source = f"{checkpoint.path}/recipe.json"
-        overrides = _carry_image_size(stored, list(overrides))
-        try:
-            recipe = load_recipe_dict(stored, source=source, overrides=overrides)
-        except RecipeError as error:
-            missing = _uninstalled_trained_components(checkpoint.recipe, source)
-            if missing:
-                raise RecipeError(missing + error.errors) from error
-            raise
-        _check_trained_image_size(stored, recipe)
-        # The trained noise process, read from the stored node without validating a second recipe.
-        trained = stored["sampler"]
-        trained_cls = registry.get_component("sampler", trained["name"], provider=trained.get("provider"))
-        trained_process = trained_cls.process(trained_cls.Config(**{
-            key: value for key, value in trained.items() if key not in RESERVED_KEYS}))
-        wanted_process = recipe["sampler"].cls.process(recipe["sampler"].config)
-        if trained_process != wanted_process:
-            raise RecipeError([f"sampler: the checkpoint was trained with the {trained['name']!r} sampler "
-                               f"(process {trained_process}); it cannot be rendered with process "
-                               f"{wanted_process}. Retrain with that sampler instead."])
-        model = cls(recipe).to(device)
-        use_ema = ema and "ema" in checkpoint.tensors
-        state = checkpoint.tensors["ema"] if use_ema else checkpoint.tensors["model"]
-        broken = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
-        if broken:
-            log.warning("%s: %d of %d %s weight tensors hold NaN/Inf (e.g. %s); renders and metrics will be NaN%s",
-                        checkpoint.path, len(broken), len(state), "EMA" if use_ema else "model", broken[0],
-                        " (the EMA averaged a diverged step; load with ema=False for the raw weights)"
-                        if use_ema else "")
-        model.networks().load_state_dict(state)
+        model = cls(trained_recipe(checkpoint, overrides)).to(device)
+        model.networks().load_state_dict(trained_state(checkpoint, ema))
         model.trained_step = checkpoint.step
         return model.eval()
 

@@ -133,6 +133,16 @@ def test_generate_input_errors_are_one_line(scenegen_run, tmp_path, capsys):
         assert code == 2 and message in err and "\n" not in err
 
 
+def test_loading_a_scenegen_run_follows_the_scenetok_loading_rules(scenegen_run):
+    from scenetok.scenegen.runs import load_scenegen
+
+    model = load_scenegen(scenegen_run, ["scenegen.guidance=1.5"])
+    assert model.config.guidance == 1.5
+    # the token noise process a generator was trained with is kept, as for a SceneTok run
+    with pytest.raises(RecipeError, match="cannot be rendered"):
+        load_scenegen(scenegen_run, ["sampler.name=ddpm"])
+
+
 def test_eval_on_a_scenegen_run_scores_against_both_references(scenegen_run, tmp_path, capsys):
     assert main(["eval", str(scenegen_run), "--out", str(tmp_path / "eval"), "--max-scenes", "1",
                  "--no-progress"]) == 0

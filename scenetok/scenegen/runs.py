@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from scenetok.checkpoint import load_checkpoint
-from scenetok.model import SceneTok, _latent_size, image_size_of
+from scenetok.model import SceneTok, _latent_size, image_size_of, trained_recipe, trained_state
 from scenetok.nn.utils import count_parameters
 from scenetok.recipe import Recipe, RecipeError, load_recipe, load_recipe_dict, upgrade_stored_recipe
 from scenetok.scenegen.model import SceneGen
@@ -141,13 +141,13 @@ def load_scenegen(run: str | Path, overrides: Iterable[str] = (), *, ema: bool =
     SceneTok is loaded from the stored recipe's ``scenegen.scenetok_run``. ``model.recipe`` and
     ``model.trained_step`` are set."""
     checkpoint = load_checkpoint(run, map_location=device)
-    stored = upgrade_stored_recipe(checkpoint.recipe)
-    if not is_scenegen_recipe(stored):
+    if not is_scenegen_recipe(checkpoint.recipe):
         raise RecipeError([f"{run}: not a SceneGen run (its recipe has no scene_generator)"])
-    recipe = load_recipe_dict(stored, source=f"{checkpoint.path}/recipe.json", overrides=overrides)
+    # The same loading rules as SceneTok.from_pretrained: schema upgrade, trained image size and
+    # noise process kept, missing plugins named, NaN weights warned about.
+    recipe = trained_recipe(checkpoint, overrides)
     model = build_scenegen(recipe, device=device)
-    state = checkpoint.tensors["ema"] if ema and "ema" in checkpoint.tensors else checkpoint.tensors["model"]
-    model.networks().load_state_dict(state)
+    model.networks().load_state_dict(trained_state(checkpoint, ema))
     model.recipe = recipe
     model.trained_step = checkpoint.step
     return model.eval()
