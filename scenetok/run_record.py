@@ -6,7 +6,7 @@ ends::
     {"status": "finished", "step": 4000, "updated": "...",
      "sessions": [{"started": "...", "ended": "...", "command": ["scenetok", "train", ...],
                    "recipe": "recipes/quickstart.yaml", "overrides": ["train.steps=4000"],
-                   "versions": {"scenetok": "0.2.0", "scenetok-plugin-dl3dv": "0.1.0", "torch": "..."},
+                   "versions": {"scenetok": "0.2.0", "scenetok-plugin-dl3dv": "0.2.0", "torch": "..."},
                    "git": {"commit": "...", "dirty": false, "root": "..."}, "status": "finished",
                    "step": 4000}]}
 

@@ -25,14 +25,16 @@ SCENETOK = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "scen
 
 
 def test_distribution_metadata():
-    assert metadata.version("scenetok-plugin-dl3dv") == scenetok_plugin_dl3dv.__version__ == "0.1.0"
+    assert metadata.version("scenetok-plugin-dl3dv") == scenetok_plugin_dl3dv.__version__ == "0.2.0"
     [core] = [Requirement(r) for r in metadata.requires("scenetok-plugin-dl3dv") or [] if "extra ==" not in r]
-    assert core.name == "scenetok" and core.specifier == SpecifierSet(">=0.1,<0.2")
+    assert core.name == "scenetok" and core.specifier == SpecifierSet(">=0.2,<0.3")
+    # the core this checkout installs satisfies the plugin's pin (else pip cannot install both)
+    assert metadata.version("scenetok") in core.specifier
 
 
 def test_registered_as_dl3dv_dataset():
     [info] = [i for i in registry.list_components("dataset") if i.name == "dl3dv"]
-    assert info.provider == "scenetok-plugin-dl3dv==0.1.0"
+    assert info.provider == "scenetok-plugin-dl3dv==0.2.0"
     assert info.value == "scenetok_plugin_dl3dv.dataset:DL3DVDataset"
     cls = registry.get_component("dataset", "dl3dv")
     assert cls is DL3DVDataset and issubclass(cls, SceneDataset)
@@ -60,7 +62,7 @@ def _plugins_json(env_value: str | None) -> dict:
 
 def test_scenetok_plugins_json_subprocess():
     shown = {entry["name"]: entry for entry in _plugins_json(None)["components"]["dataset"]}
-    assert shown["dl3dv"]["distribution"] == "scenetok-plugin-dl3dv" and shown["dl3dv"]["version"] == "0.1.0"
+    assert shown["dl3dv"]["distribution"] == "scenetok-plugin-dl3dv" and shown["dl3dv"]["version"] == "0.2.0"
     hidden = _plugins_json("")
     assert "dl3dv" not in [entry["name"] for entry in hidden["components"]["dataset"]]
     assert "transforms" in [entry["name"] for entry in hidden["components"]["dataset"]]
@@ -74,7 +76,7 @@ def test_importing_the_plugin_and_its_hook_module_is_light():
 
 def test_plugins_check_passes_for_dl3dv(capsys):
     assert scenetok_main(["plugins", "list", "dataset", "--check", "--pattern", "dl3dv"]) == 0
-    assert "scenetok-plugin-dl3dv==0.1.0" in capsys.readouterr().out
+    assert "scenetok-plugin-dl3dv==0.2.0" in capsys.readouterr().out
 
 
 def test_cli_hook_lists_the_shipped_recipes(capsys):

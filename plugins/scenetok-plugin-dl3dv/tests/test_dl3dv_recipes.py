@@ -14,10 +14,10 @@ from scenetok_plugin_dl3dv.testing import write_synthetic_dl3dv
 
 def test_paper_recipe_validates_without_weights_or_data(capsys):
     assert scenetok_main(["validate", str(recipe_path("dl3dv"))]) == 0
-    assert "scenetok-plugin-dl3dv==0.1.0" in capsys.readouterr().out
+    assert "scenetok-plugin-dl3dv==0.2.0" in capsys.readouterr().out
     recipe = load_recipe(recipe_path("dl3dv"))
     dataset = recipe["dataset"]
-    assert dataset.cls is DL3DVDataset and dataset.info.provider == "scenetok-plugin-dl3dv==0.1.0"
+    assert dataset.cls is DL3DVDataset and dataset.info.provider == "scenetok-plugin-dl3dv==0.2.0"
     config = dataset.config
     assert (config.context_views, config.target_views, config.target_clips, config.image_size) == (16, 34, 2, [256, 256])
     assert config.benchmark and config.resolution == "images_4"

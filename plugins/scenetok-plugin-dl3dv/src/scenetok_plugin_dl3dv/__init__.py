@@ -6,4 +6,4 @@ in :mod:`scenetok_plugin_dl3dv.dataset`, the benchmark split and evaluation-inde
 fast.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
