@@ -223,6 +223,20 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_export(args: argparse.Namespace) -> int:
+    from scenetok.data.dataset import build_dataset  # lazy: imports torch
+    from scenetok.data.export import export_transforms  # lazy: imports torch
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    split = _split(args, recipe.sections["eval"].split)
+    dataset = build_dataset(recipe, split=split)
+    written = export_transforms(dataset, args.out, split, scale=args.scale, offset=args.offset,
+                                max_scenes=args.max_scenes, progress=not args.no_progress)
+    print(f"wrote {len(written)} scene(s) to {args.out / split} (read them with dataset.name=transforms "
+          f"dataset.root={args.out} dataset.split={split})")
+    return 0 if written else 1
+
+
 def cmd_data_cache(args: argparse.Namespace) -> int:
     from scenetok.data.cache import cache_latents  # lazy: imports torch
     from scenetok.data.dataset import build_dataset  # lazy: imports torch
@@ -377,7 +391,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="torch intra-op threads (default: torch's choice; 1 gives steadier ratios on a shared machine)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("data", help="dataset tools: preview, index, convert, cache",
+    p = sub.add_parser("data", help="dataset tools: preview, index, convert, export, cache",
                        description="Dataset tools.")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = data_sub.add_parser("preview", help="PNG contact sheet + camera plot of one sample")
@@ -398,6 +412,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--cameras", default="cameras.json", help="camera JSON file name inside each scene folder")
     q.add_argument("--stage", default="train", help="stage folder to write (train/test)")
     q.set_defaults(func=cmd_data_convert)
+    q = data_sub.add_parser("export", help="write a dataset's scenes as nerfstudio transforms.json folders",
+                            description="Write every frame of a dataset's scenes (at the recipe's image size) as "
+                                        "nerfstudio transforms.json + PNG folders in OUT/SPLIT/<scene>/, readable "
+                                        "by the transforms dataset. --scale/--offset move the world (camera centres "
+                                        "become scale * c + offset) to test sensitivity to world scale, e.g. "
+                                        "with and without model.scene_scale.")
+    _recipe(q)
+    q.add_argument("--out", type=Path, required=True, help="output dataset root")
+    q.add_argument("--split", default=None, help="dataset split (default: eval.split)")
+    q.add_argument("--scale", type=positive_float, default=1.0, help="world scale factor (> 0)")
+    q.add_argument("--offset", type=float, nargs=3, default=[0.0, 0.0, 0.0], metavar=("X", "Y", "Z"),
+                   help="world origin shift, added after scaling")
+    q.add_argument("--max-scenes", type=positive_int, default=None, help="export at most this many scenes")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_data_export)
     q = data_sub.add_parser("cache", help="precompute latents of the frozen image compressor(s)")
     _recipe(q)
     q.add_argument("--out", type=Path, required=True, help="cache directory (resumable)")

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from scenetok import registry, rollout
 from scenetok.checkpoint import Checkpoint, load_checkpoint
 from scenetok.data.dataset import parse_image_size
-from scenetok.geometry.conventions import make_relative
+from scenetok.geometry.conventions import make_relative, normalize_scene_scale
 from scenetok.interfaces import DiagonalGaussian, LatentSpec
 from scenetok.nn.utils import count_parameters
 from scenetok.recipe import (
@@ -218,15 +218,26 @@ class SceneTok(nn.Module):
         return int(torch.randint(num_views, (1,), generator=generator).item())
 
     def relative_batch(self, batch: SceneBatch, reference: int) -> SceneBatch:
-        """Poses of context and target relative to context view ``reference``."""
+        """Poses of context and target relative to context view ``reference`` (and rescaled to
+        ``model.scene_scale`` when it is set)."""
         # One call for both: the target views are appended after the context views.
         num_context = batch.context.num_views
-        cameras = make_relative(Cameras.cat([batch.context.cameras, batch.target.cameras]), reference)
+        cameras = self.relative_cameras(Cameras.cat([batch.context.cameras, batch.target.cameras]), num_context,
+                                        reference)
         return SceneBatch(
             context=batch.context.replace(cameras=cameras[:, :num_context]),
             target=batch.target.replace(cameras=cameras[:, num_context:]),
             scenes=batch.scenes,
         )
+
+    def relative_cameras(self, cameras: Cameras, num_context: int, reference: int) -> Cameras:
+        """Cameras ``(B, V)`` whose first ``num_context`` views are the context, made relative to
+        context view ``reference``; with ``model.scene_scale`` > 0 also scaled so that the context
+        cameras have that spread (:func:`~scenetok.geometry.conventions.normalize_scene_scale`)."""
+        cameras = make_relative(cameras, reference)
+        if self.config.scene_scale > 0:
+            cameras = normalize_scene_scale(cameras, cameras[:, :num_context], self.config.scene_scale)
+        return cameras
 
     def context_latents(self, views: Views, sample: bool | None = None) -> Tensor:
         """Standardised context latents ``(B, V, C, h, w)`` (cached ones if the views carry them)."""

@@ -34,6 +34,11 @@ class ModelConfig:
             ``[0, token_mask_ratio]`` of its scene tokens by the null token ("how many tokens does a
             view need" studies).
         kl_scale: multiplies the KL term (the schedule itself lives in ``train``).
+        scene_scale: 0 (the default, as the paper) keeps each dataset's world units. A value > 0
+            normalises every scene's scale from its context cameras: after the poses are made
+            relative, all translations are scaled so that the context camera centres lie at this
+            mean distance from their centroid. For captures of arbitrary scale (SfM); set it
+            when training and keep it when evaluating, so that the model never sees world units.
     """
 
     reference_view: str = "random"
@@ -41,8 +46,11 @@ class ModelConfig:
     cfg_dropout: float = 0.0
     token_mask_ratio: float = 0.0
     kl_scale: float = 1.0
+    scene_scale: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.scene_scale) and self.scene_scale >= 0):
+            raise ValueError(f"model.scene_scale must be a finite number >= 0 (0 = off), got {self.scene_scale}")
         if self.reference_view not in ("random", "first", "middle"):
             raise ValueError(f"model.reference_view must be random, first or middle, got {self.reference_view!r}")
         if self.context_latents not in ("sample", "mean"):

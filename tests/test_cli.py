@@ -20,7 +20,7 @@ def run(capsys, *argv):
 def test_every_command_has_help(capsys):
     parser = build_parser()
     commands = [["plugins"], ["validate"], ["model", "summary"], ["train"], ["eval"], ["render"],
-                ["quickstart"], ["data", "preview"], ["data", "index"], ["data", "convert"], ["data", "cache"]]
+                ["quickstart"], ["data", "preview"], ["data", "index"], ["data", "convert"], ["data", "export"], ["data", "cache"]]
     for command in commands:
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args(command + ["--help"])
@@ -93,6 +93,18 @@ def test_data_preview_and_index(capsys, tmp_path):
     assert code == 0
     index = json.loads((tmp_path / "i.json").read_text())
     assert len(index) == 3 and all({"context", "target"} <= set(v) for v in index.values())
+
+
+def test_data_export_writes_a_transforms_dataset_eval_can_read(capsys, tmp_path):
+    code, out, _ = run(capsys, "data", "export", QUICKSTART, "dataset.num_scenes=2", "dataset.frames_per_scene=6",
+                       "--out", str(tmp_path / "x"), "--scale", "4", "--offset", "1", "0", "-2", "--no-progress")
+    assert code == 0 and "dataset.name=transforms" in out
+    scenes = sorted(p.name for p in (tmp_path / "x" / "test").iterdir())
+    meta = json.loads((tmp_path / "x" / "test" / scenes[0] / "transforms.json").read_text())
+    assert len(scenes) == 2 and len(meta["frames"]) == 6 and meta["scale"] == 4.0
+    code, out, _ = run(capsys, "data", "preview", QUICKSTART, "dataset.name=transforms",
+                       f"dataset.root={tmp_path / 'x'}", "--split", "test", "--out", str(tmp_path / "preview"))
+    assert code == 0
 
 
 def test_missing_recipe_is_a_clear_error(capsys):

@@ -380,3 +380,32 @@ def test_rooms_frame_cache_returns_the_same_samples():
             for key in a[part]:
                 torch.testing.assert_close(a[part][key], b[part][key], atol=1e-5, rtol=0)
     assert len(cached._frame_cache) == 2  # least recently used scene evicted
+
+
+# ---- export ---------------------------------------------------------------------------------------
+
+def test_export_transforms_round_trips_through_the_transforms_dataset(tmp_path: Path) -> None:
+    from scenetok.data.export import export_transforms
+
+    source = tiny_rooms(split="test", frames_per_scene=5)
+    written = export_transforms(source, tmp_path / "out", "test", scale=2.5, offset=[1.0, -3.0, 0.5],
+                                progress=False)
+    assert [p.parent.name for p in written] == source.scenes()
+    exported = TransformsDataset(TransformsDataset.Config(root=str(tmp_path / "out"), split="test",
+                                                          image_size=source.config.image_size))
+    assert exported.scenes() == source.scenes()
+    for scene in source.scenes():
+        frames = list(range(source.num_frames(scene)))
+        assert exported.num_frames(scene) == len(frames)
+        a, b = source.load_views(scene, frames), exported.load_views(scene, frames)
+        assert (a["images"] - b["images"]).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit PNGs
+        torch.testing.assert_close(b["intrinsics"], a["intrinsics"], atol=1e-6, rtol=0)
+        torch.testing.assert_close(b["extrinsics"][:, :3, :3], a["extrinsics"][:, :3, :3], atol=1e-6, rtol=0)
+        torch.testing.assert_close(b["extrinsics"][:, :3, 3], a["extrinsics"][:, :3, 3] * 2.5
+                                   + torch.tensor([1.0, -3.0, 0.5]), atol=1e-5, rtol=0)
+    # An existing scene folder is refused, not mixed with; a bad scale is refused before writing.
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_transforms(source, tmp_path / "out", "test", progress=False)
+    with pytest.raises(ValueError, match="scale"):
+        export_transforms(source, tmp_path / "other", "test", scale=float("inf"), progress=False)
+    assert not (tmp_path / "other").exists()

@@ -7,11 +7,13 @@ import math
 import torch
 
 from scenetok.geometry.conventions import (
+    camera_spread,
     cameras_to_re10k_rows,
     denormalize_intrinsics,
     look_at,
     make_relative,
     normalize_intrinsics,
+    normalize_scene_scale,
     opencv_to_opengl,
     opengl_to_opencv,
     project_points,
@@ -112,6 +114,34 @@ def test_make_relative_preserves_reprojection() -> None:
                             torch.tensor([2, 0]))
     assert torch.allclose(batched.extrinsics[0], relative.extrinsics, atol=1e-5)
     assert torch.allclose(batched.extrinsics[1, 0], torch.eye(4), atol=1e-5)
+
+
+def test_normalize_scene_scale_sets_the_context_spread_and_keeps_reprojection() -> None:
+    cameras = make_relative(random_cameras(5), 0)
+    batch = Cameras(cameras.extrinsics[None], cameras.intrinsics[None])
+    # A textbook spread: two cameras 2 apart have spread 1 (each is 1 from their midpoint).
+    pair = Cameras(torch.eye(4).repeat(2, 1, 1), cameras.intrinsics[:2])
+    pair.extrinsics[1, 0, 3] = 2.0
+    assert torch.allclose(camera_spread(pair), torch.tensor(1.0))
+    scaled = normalize_scene_scale(batch, batch[:, :3], 0.25)
+    assert torch.allclose(camera_spread(scaled[:, :3]), torch.tensor([0.25]), atol=1e-6)
+    factor = 0.25 / camera_spread(batch[:, :3])
+    # Every translation (context and the other views) scales by the same factor; rotations,
+    # intrinsics and the reference identity stay; a point scaled with the world reprojects the same.
+    assert torch.allclose(scaled.extrinsics[..., :3, 3], batch.extrinsics[..., :3, 3] * factor[:, None, None])
+    assert torch.equal(scaled.extrinsics[..., :3, :3], batch.extrinsics[..., :3, :3])
+    assert torch.equal(scaled.intrinsics, batch.intrinsics)
+    assert torch.allclose(scaled.extrinsics[0, 0], torch.eye(4), atol=1e-6)
+    points = torch.randn(6, 3, generator=torch.Generator().manual_seed(1)) * 0.3
+    for view in range(5):
+        assert torch.allclose(project_points(batch[0, view], points)[0],
+                              project_points(scaled[0, view], points * factor[0])[0], atol=1e-4)
+    # The inputs are not modified, and a context without a baseline is left alone.
+    assert torch.equal(batch.extrinsics[0], cameras.extrinsics)
+    still = Cameras(torch.eye(4).repeat(1, 3, 1, 1), cameras.intrinsics[None, :3])
+    assert torch.equal(normalize_scene_scale(still, still, 1.0).extrinsics, still.extrinsics)
+    single = normalize_scene_scale(batch, batch[:, :1], 1.0)
+    assert torch.equal(single.extrinsics, batch.extrinsics)
 
 
 def test_crop_shim_keeps_points_on_the_same_pixels() -> None:

@@ -115,6 +115,47 @@ def test_poses_are_made_relative_to_a_context_view():
                                relative.target.cameras.extrinsics, atol=1e-4, rtol=0)
 
 
+def _world_moved(batch, scale, offset):
+    """``batch`` seen in a world scaled by ``scale`` about the origin and shifted by ``offset``
+    (what another SfM run of the same capture gives): images unchanged."""
+    def move(views):
+        extrinsics = views.cameras.extrinsics.clone()
+        extrinsics[..., :3, 3] = extrinsics[..., :3, 3] * scale + torch.tensor(offset)
+        return views.replace(cameras=type(views.cameras)(extrinsics, views.cameras.intrinsics))
+    return type(batch)(move(batch.context), move(batch.target), batch.scenes)
+
+
+def test_scene_scale_makes_renders_independent_of_world_scale():
+    recipe = load_recipe(TINY, ["model.scene_scale=0.5"])
+    torch.manual_seed(0)
+    model = SceneTok(recipe).eval()
+    with torch.no_grad():  # away from the zero-initialised output layers, so cameras reach the output
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    batch = batch_of(recipe)
+    moved = _world_moved(batch, 7.0, [3.0, -1.0, 2.0])
+    relative = model.relative_batch(batch, 1)
+    spread = relative.context.cameras.centers
+    spread = (spread - spread.mean(1, keepdim=True)).norm(dim=-1).mean(1)
+    torch.testing.assert_close(spread, torch.full_like(spread, 0.5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.relative_batch(moved, 1).target.cameras.extrinsics,
+                               relative.target.cameras.extrinsics, atol=1e-4, rtol=0)
+    noise_seed = 3
+    same = [model.reconstruct(b, generator=torch.Generator().manual_seed(noise_seed)) for b in (batch, moved)]
+    torch.testing.assert_close(same[0], same[1], atol=1e-4, rtol=0)
+    # Off (the default, as the paper): the world's scale reaches the network.
+    plain = SceneTok(load_recipe(TINY)).eval()
+    plain.load_state_dict(model.state_dict())
+    differ = [plain.reconstruct(b, generator=torch.Generator().manual_seed(noise_seed)) for b in (batch, moved)]
+    assert (differ[0] - differ[1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_scene_scale_rejects_bad_values(value):
+    with pytest.raises(Exception, match="model.scene_scale"):
+        load_recipe(TINY, [f"model.scene_scale={value}"])
+
+
 def test_summary_of_the_paper_recipe():
     root = Path(__file__).parents[1] / "recipes" / "re10k" / "scenetok.yaml"
     info = summary(load_recipe(root))

@@ -134,6 +134,8 @@ def test_ranges_are_documented_for_plugins_show(capsys) -> None:
     ["generate", "RUN", "--images", "a.png", "--out", "X", "--steps", "0"],
     ["generate", "RUN", "--images", "a.png", "--out", "X", "--guidance", "-1"],
     ["bench", "--threads", "0"],
+    ["data", "export", "quickstart", "--out", "X", "--scale", "0"],
+    ["data", "export", "quickstart", "--out", "X", "--scale", "-1"],
 ])
 def test_cli_arguments_are_checked_before_work(tmp_path: Path, capsys, argv: list[str]) -> None:
     argv = [str(tmp_path / "missing-run") if a == "RUN" else str(tmp_path / a) if a == "X" else a for a in argv]

@@ -157,6 +157,22 @@ def test_pose_relativisation_matches_official(official):
     torch.testing.assert_close(rel_anchors.intrinsics, anchors.intrinsics)
 
 
+def test_relative_to_first_condition_scales_to_the_anchor_spread(official):
+    from scenetok.geometry.conventions import camera_spread
+
+    _, t = official
+    cond, anchors = fixture_cameras(t)
+    plain_cond, plain_anchors = relative_to_first_condition(cond, anchors)
+    # Measured on the first two anchors only (the rest could be a render path).
+    scaled_cond, scaled_anchors = relative_to_first_condition(cond, anchors, scene_scale=0.3, num_anchors=2)
+    torch.testing.assert_close(camera_spread(scaled_anchors[:, :2]), torch.full((2,), 0.3), atol=1e-5, rtol=0)
+    factor = 0.3 / camera_spread(plain_anchors[:, :2])
+    torch.testing.assert_close(scaled_anchors.extrinsics[..., :3, 3],
+                               plain_anchors.extrinsics[..., :3, 3] * factor[:, None, None], atol=1e-5, rtol=0)
+    torch.testing.assert_close(scaled_cond.extrinsics[:, 0], torch.eye(4).expand(2, 4, 4), atol=1e-6, rtol=0)
+    torch.testing.assert_close(scaled_cond.extrinsics[..., :3, :3], plain_cond.extrinsics[..., :3, :3])
+
+
 def test_forward_uncond_and_cfg_match_official(official):
     c, t = official
     model = load_fixture_generator(official)

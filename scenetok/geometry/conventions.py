@@ -11,6 +11,7 @@ Formats handled:
 * pixel-unit intrinsics: :func:`normalize_intrinsics` / :func:`denormalize_intrinsics`.
 
 Plus :func:`make_relative` (poses relative to a reference view, as the model does before encoding),
+:func:`normalize_scene_scale` (an optional fixed camera spread, for captures of arbitrary world scale),
 :func:`look_at` and the point (un)projection helpers the tests use to verify conventions by
 reprojection. No function here modifies its inputs.
 """
@@ -113,6 +114,32 @@ def make_relative(cameras: Cameras, ref_index: int | Tensor) -> Cameras:
         reference = torch.gather(extrinsics, -3, gather)
     relative = torch.linalg.solve(reference, extrinsics)  # = inv(reference) @ extrinsics, stabler
     return Cameras(relative, cameras.intrinsics)
+
+
+def camera_spread(cameras: Cameras) -> Tensor:
+    """Mean distance of the camera centres ``(..., V)`` from their centroid, ``(...)``: a scene's
+    scale as its cameras see it (half the baseline for two views, 0 for one view)."""
+    centers = cameras.centers
+    return (centers - centers.mean(dim=-2, keepdim=True)).norm(dim=-1).mean(dim=-1)
+
+
+def normalize_scene_scale(cameras: Cameras, context: Cameras, spread: float, eps: float = 1e-6) -> Cameras:
+    """Scale the translations of ``cameras`` ``(B, V)`` so that the ``context`` cameras
+    ``(B, V_c)`` (usually a slice of them) would have :func:`camera_spread` equal to ``spread``.
+
+    The world is scaled about the origin, so apply it after :func:`make_relative` (the reference
+    camera stays the identity) and to the context and target cameras together: the targets keep
+    their place relative to the context. Rotations and intrinsics are unchanged. A scene whose
+    context cameras do not move (one view, or rotation only: spread below ``eps``) is left as it
+    is, since it has no scale to measure.
+    """
+    if spread <= 0:
+        raise ValueError(f"spread must be > 0, got {spread}")
+    measured = camera_spread(context)
+    factor = torch.where(measured > eps, spread / measured.clamp(min=eps), torch.ones_like(measured))
+    extrinsics = cameras.extrinsics.clone()
+    extrinsics[..., :3, 3] = extrinsics[..., :3, 3] * factor[..., None, None]
+    return Cameras(extrinsics, cameras.intrinsics)
 
 
 def look_at(eye: Tensor, target: Tensor, up: Tensor | tuple[float, float, float] = (0.0, 1.0, 0.0)) -> Tensor:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scenetok.geometry.conventions import make_relative
+from scenetok.geometry.conventions import make_relative, normalize_scene_scale
 from scenetok.interfaces import Sampler, SceneGenerator
 from scenetok.rollout import build_schedule, guided, rollout
 from scenetok.sections import SceneGenConfig
@@ -32,11 +32,20 @@ __all__ = ["SceneGenConfig", "condition_dropout", "guided_prediction", "relative
            "sample_tokens", "training_loss"]
 
 
-def relative_to_first_condition(cond_cameras: Cameras, anchor_cameras: Cameras) -> tuple[Cameras, Cameras]:
+def relative_to_first_condition(cond_cameras: Cameras, anchor_cameras: Cameras, scene_scale: float = 0.0,
+                                num_anchors: int | None = None) -> tuple[Cameras, Cameras]:
     """Express conditioning ``(B, Vc)`` and anchor ``(B, Va)`` cameras relative to conditioning
-    view 0 (which becomes the identity), as the paper does for training and inference."""
-    joint = make_relative(Cameras.cat([cond_cameras, anchor_cameras], dim=1), 0)
+    view 0 (which becomes the identity), as the paper does for training and inference.
+
+    With ``scene_scale`` > 0 (the SceneTok's ``model.scene_scale``) every camera is also scaled so
+    that the first ``num_anchors`` anchor cameras (default: all; what the SceneTok encodes as its
+    context, the rest may be a render path) have that spread.
+    """
     views = int(cond_cameras.shape[1])
+    joint = make_relative(Cameras.cat([cond_cameras, anchor_cameras], dim=1), 0)
+    if scene_scale > 0:
+        end = views + (int(anchor_cameras.shape[1]) if num_anchors is None else num_anchors)
+        joint = normalize_scene_scale(joint, joint[:, views:end], scene_scale)
     return joint[:, :views], joint[:, views:]
 
 

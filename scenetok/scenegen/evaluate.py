@@ -55,7 +55,7 @@ def score_scene(model: Any, batch: SceneBatch, suite: Any, *, seed: int, steps: 
     """
     device = next(model.generator.parameters()).device
     batch = batch.to(device)
-    cond, anchors, targets = single_image_setup(batch)
+    cond, anchors, targets = single_image_setup(batch, model.scenetok.config.scene_scale)
 
     generated = model.generate_tokens(cond, anchors.cameras, guidance=guidance, steps=steps,
                                       generator=torch.Generator().manual_seed(seed))

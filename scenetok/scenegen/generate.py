@@ -140,8 +140,10 @@ class GenerationRequest:
 
 
 def make_request(images: Tensor, plans: list[Any], *, camera_file: dict[str, Cameras] | None,
-                 template: Cameras | None, trajectory: str, frames: int) -> GenerationRequest:
-    """Cameras for ``images`` from a camera file or from the template anchors (module docstring)."""
+                 template: Cameras | None, trajectory: str, frames: int,
+                 scene_scale: float = 0.0) -> GenerationRequest:
+    """Cameras for ``images`` from a camera file or from the template anchors (module docstring),
+    relative to the first image and scaled to ``scene_scale`` (the SceneTok's) when it is > 0."""
     views = images.shape[0]
     if camera_file is None:
         if views > 1:
@@ -161,7 +163,8 @@ def make_request(images: Tensor, plans: list[Any], *, camera_file: dict[str, Cam
     extra = [given_path] if given_path is not None else []
     rel_cond, rel_rest = relative_to_first_condition(
         Cameras(cond.extrinsics[None], cond.intrinsics[None]),
-        Cameras.cat([Cameras(c.extrinsics[None], c.intrinsics[None]) for c in [anchors, *extra]]))
+        Cameras.cat([Cameras(c.extrinsics[None], c.intrinsics[None]) for c in [anchors, *extra]]),
+        scene_scale, num_anchors=int(anchors.shape[0]))
     anchors = rel_rest[0, : int(anchors.shape[0])]
     if given_path is not None:
         path = rel_rest[0, int(anchors.shape[0]):]

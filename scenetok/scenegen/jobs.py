@@ -70,7 +70,8 @@ def generate_run(run: str | Path, images: list[str | Path], out_dir: str | Path,
     kind = trajectory or (render.trajectory if render.trajectory in ("spline", "orbit") else "spline")
     request = G.make_request(loaded, plans, camera_file=camera_file,
                              template=template_anchors(model) if camera_file is None else None,
-                             trajectory=kind, frames=frames or render.frames)
+                             trajectory=kind, frames=frames or render.frames,
+                             scene_scale=model.scenetok.config.scene_scale)
     tokens, rendered = G.generate_scene(model, request, steps=steps, guidance=guidance, seed=seed, progress=progress)
     metadata = {"scenegen_run": str(run), "scenetok_run": model.config.scenetok_run, "seed": seed,
                 "steps": steps or model.config.steps,

@@ -32,16 +32,18 @@ from scenetok.types import Cameras, SceneBatch, Views
 log = logging.getLogger(__name__)
 
 
-def single_image_setup(batch: SceneBatch) -> tuple[Views, Views, Cameras]:
+def single_image_setup(batch: SceneBatch, scene_scale: float = 0.0) -> tuple[Views, Views, Cameras]:
     """The single-image generation protocol for a dataset batch: ``(conditioning view, anchors,
     target cameras)`` with conditioning view = context view 0, anchors = every context view (their
-    cameras are the ground-truth trajectory), all cameras relative to context view 0."""
+    cameras are the ground-truth trajectory), all cameras relative to context view 0 (and scaled
+    to ``scene_scale``, the SceneTok's ``model.scene_scale``, when it is > 0)."""
     context = batch.context
     cond = Views(images=None if context.images is None else context.images[:, :1],
                  cameras=context.cameras[:, :1], indices=context.indices[:, :1],
                  latents=None if context.latents is None else context.latents[:, :1])
-    rel_cond, rel_rest = relative_to_first_condition(cond.cameras, Cameras.cat([context.cameras, batch.target.cameras]))
     views = context.num_views
+    rel_cond, rel_rest = relative_to_first_condition(cond.cameras, Cameras.cat([context.cameras, batch.target.cameras]),
+                                                     scene_scale, num_anchors=views)
     return cond.replace(cameras=rel_cond), context.replace(cameras=rel_rest[:, :views]), rel_rest[:, views:]
 
 
@@ -124,7 +126,8 @@ class SceneGen(nn.Module):
             indices=torch.cat([p.indices for p in parts], 1),
             latents=None if any(p.latents is None for p in parts) else torch.cat([p.latents for p in parts], 1),
         )
-        cond_cameras, anchor_cameras = relative_to_first_condition(cond.cameras, anchors.cameras)
+        cond_cameras, anchor_cameras = relative_to_first_condition(cond.cameras, anchors.cameras,
+                                                                   self.scenetok.config.scene_scale)
         return cond.replace(cameras=cond_cameras), anchors.replace(cameras=anchor_cameras)
 
     # -- training ---------------------------------------------------------------------------------
@@ -175,7 +178,7 @@ class SceneGen(nn.Module):
         The same signature as :meth:`scenetok.model.SceneTok.reconstruct`, so the training loop's
         validation grids work unchanged. Returns ``(B, V_t, 3, H, W)``.
         """
-        cond, anchors, targets = single_image_setup(batch)
+        cond, anchors, targets = single_image_setup(batch, self.scenetok.config.scene_scale)
         tokens = self.generate_tokens(cond, anchors.cameras, guidance=guidance, steps=token_steps,
                                       generator=generator)
         return self.scenetok.render(tokens, targets, generator=generator, **render_kwargs)
