@@ -59,7 +59,7 @@ class BenchError(RuntimeError):
     """The suite cannot run here (e.g. ``--suite gpu`` without CUDA)."""
 
 #: Every section, in report order; each is in the JSON (possibly with a ``skipped`` note).
-SECTIONS = ("matmul_peak", "context_scaling", "training", "changes", "sampling", "memory")
+SECTIONS = ("matmul_peak", "context_scaling", "training", "changes", "compile", "sampling", "memory")
 
 #: Shrinks the quickstart model to a few thousand parameters at 16x16 pixels (``--quick``).
 QUICK_OVERRIDES = [
@@ -113,6 +113,7 @@ class BenchSizes:
     sampling_scenes: int = 16
     memory_resolutions: list[int] = field(default_factory=lambda: [32, 64, 128])
     memory_tokens: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    compile_steps: int = 0  # 0 = skip the torch.compile section (its first step alone takes ~1 min)
 
 
 def preset_overrides(preset: str, depth: int | None = None) -> list[str]:
@@ -135,7 +136,7 @@ def suite_sizes(suite: str, quick: bool) -> BenchSizes:
         # The quickstart model at its own batch size; S and B at batch 1 (a B step is ~50 GFLOP).
         return BenchSizes(models={"quickstart": [], "S": preset_overrides("S"), "B": preset_overrides("B")},
                           train_batch=1, train_steps=4, memory_resolutions=[32, 64, 128],
-                          memory_tokens=[32, 64, 128, 256])
+                          memory_tokens=[32, 64, 128, 256], compile_steps=10)
     if suite == "cpu":
         return BenchSizes(
             base_overrides=list(QUICK_OVERRIDES), context_views=[2, 4], target_views=2, render_steps=1,
@@ -566,6 +567,34 @@ def bench_changes(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
     return out
 
 
+def bench_compile(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
+    """``train.compile``: the first model's step eager vs compiled (interleaved, same batch), the
+    compile time (first compiled step minus a compiled step) and the steps it takes to pay back."""
+    if sizes.compile_steps < 1:
+        return {"skipped": "compile_steps = 0 (the quick suite; the first compiled step alone takes about a minute)"}
+    name, overrides = next(iter(sizes.models.items()))
+    extra = list(overrides) + ([] if name == "quickstart" else [f"train.batch_size={sizes.train_batch}"])
+    with tempfile.TemporaryDirectory(prefix="scenetok-bench-") as run_dir:
+        eager = make_trainer(_recipe(sizes, extra), Path(run_dir) / "eager")
+        compiled = make_trainer(_recipe(sizes, [*extra, "train.compile=true"]), Path(run_dir) / "compiled")
+        batch = _training_batch(eager, sizes, 0)[0]
+        eager.train_step([batch])
+        first = timed(lambda: compiled.train_step([batch]), 1, device, warmup=0)
+        times: dict[str, list[float]] = {"eager": [], "compiled": []}
+        for _ in range(sizes.compile_steps):
+            for key, trainer in (("eager", eager), ("compiled", compiled)):
+                times[key].append(timed(lambda t=trainer: t.train_step([batch]), 1, device, warmup=0))
+    eager_s, compiled_s = statistics.median(times["eager"]), statistics.median(times["compiled"])
+    compile_s = max(first - compiled_s, 0.0)
+    saved = eager_s - compiled_s
+    quickstart_steps = int(load_recipe("quickstart").sections["train"].steps)
+    break_even = compile_s / saved if saved > 0 else None
+    return {"model": name, "repeats": sizes.compile_steps, "eager_ms": eager_s * 1e3, "compiled_ms": compiled_s * 1e3,
+            "step_speedup": eager_s / compiled_s, "compile_s": compile_s, "break_even_steps": break_even,
+            "quickstart_steps": quickstart_steps,
+            "pays_back_in_quickstart": break_even is not None and break_even < quickstart_steps}
+
+
 def bench_sampling(sizes: BenchSizes, device: torch.device, run: Path | None) -> dict[str, Any]:
     """PSNR/SSIM of a trained run against inference steps and solver, on the same held-out scenes."""
     if run is None:
@@ -711,6 +740,7 @@ def _run_bench(suite: str, out: str | Path, quick: bool, run: str | Path | None,
     section("context_scaling", lambda: bench_context_scaling(sizes, device))
     section("training", lambda: bench_training(sizes, device, peak))
     section("changes", lambda: bench_changes(sizes, device))
+    section("compile", lambda: bench_compile(sizes, device))
     section("sampling", lambda: bench_sampling(sizes, device, Path(run) if run else None))
     section("memory", lambda: bench_memory(sizes, device))
     report["seconds"]["total"] = time.perf_counter() - started
@@ -815,6 +845,16 @@ def format_markdown(report: dict[str, Any]) -> str:
                           f"{r['before_ms']['optimizer']:.1f} / {r['after_ms']['optimizer']:.1f}"]
                          for n, r in ch["changes"].items()])
         lines += [""]
+
+    lines += ["## torch.compile (train.compile)", ""]
+    if not skipped("compile"):
+        c = report["compile"]
+        even = "never (no step saved)" if c["break_even_steps"] is None else f"{c['break_even_steps']:.0f} steps"
+        lines += [f"Model {c['model']}, median of {c['repeats']} interleaved steps: eager {c['eager_ms']:.1f} ms, "
+                  f"compiled {c['compiled_ms']:.1f} ms ({c['step_speedup']:.2f}x); compiling took "
+                  f"{c['compile_s']:.0f} s, paid back after {even}, "
+                  f"{'within' if c['pays_back_in_quickstart'] else 'not within'} the quickstart's "
+                  f"{c['quickstart_steps']} steps.", ""]
 
     lines += ["## Sampling steps and solver", ""]
     if not skipped("sampling"):

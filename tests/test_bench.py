@@ -30,7 +30,10 @@ def test_quick_cpu_bench_writes_every_section_with_computed_ratios(tmp_path, cap
     assert report["suite"] == "cpu" and report["quick"] is True
     assert report["machine"]["date"] and report["machine"]["torch"] == torch.__version__
     for name in bench.SECTIONS:
-        assert "skipped" not in report[name], name
+        if name == "compile":  # the quick suite skips torch.compile (a minute for its first step)
+            assert "compile_steps = 0" in report[name]["skipped"]
+        else:
+            assert "skipped" not in report[name], name
     for heading in ("Matmul peak", "Context scaling", "Training throughput", "Breakdown of one step",
                     "Training-step changes", "Sampling steps and solver", "Peak memory", "Findings"):
         assert f"{heading}" in markdown
@@ -83,6 +86,26 @@ def test_quick_cpu_bench_writes_every_section_with_computed_ratios(tmp_path, cap
     small, large = (r for r in memory if r["varies"] == "image_size")
     assert large["train_step_mb"] > small["train_step_mb"] > 0  # 4x the pixels needs more memory
     assert large["train_ratio_vs_first"] == pytest.approx(large["train_step_mb"] / small["train_step_mb"])
+
+
+def test_compile_section_times_eager_against_compiled_steps(tmp_path, monkeypatch):
+    # torch.compile stays out of the tests (its first call takes ~75 s): Module.compile is replaced
+    # by a recorder, which checks that the section asks for compilation and does its arithmetic.
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    sizes = bench.suite_sizes("cpu", quick=True)
+    sizes.compile_steps = 2
+    report = bench.run_bench("cpu", out=tmp_path, quick=True, sections=["compile"], sizes=sizes)
+    row = report["compile"]
+    assert compiled and row["repeats"] == 2 and row["model"] == "quickstart"
+    assert row["step_speedup"] == pytest.approx(row["eager_ms"] / row["compiled_ms"])
+    saved_s = (row["eager_ms"] - row["compiled_ms"]) / 1e3
+    if saved_s > 0:
+        assert row["break_even_steps"] == pytest.approx(row["compile_s"] / saved_s)
+        assert row["pays_back_in_quickstart"] == (row["break_even_steps"] < row["quickstart_steps"])
+    else:
+        assert row["break_even_steps"] is None and row["pays_back_in_quickstart"] is False
+    assert "torch.compile" in (tmp_path / "bench_cpu_quick.md").read_text()
 
 
 def test_sampling_is_skipped_with_a_note_without_a_run(tmp_path):
