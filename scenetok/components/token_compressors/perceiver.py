@@ -124,12 +124,6 @@ class PerceiverCompressor(TokenCompressor):
             camera_kind: ``"ray"`` ([direction, origin], the paper) or ``"plucker"``.
             scene_token_init_std: std of the normal init of the learned scene queries (5.0: the
                 paper's "large" init keeps the queries distinct from the start).
-            logvar_init: ``None`` (PyTorch's default init, the paper) or the constant the
-                posterior's log-variance starts at (the log-variance half of the output projection
-                starts with zero weights and this bias). Training samples tokens from the posterior,
-                and with the paper's tiny KL weight the network shrinks that noise only slowly; a
-                short run can start with it small (e.g. -8: std 0.02), so that the tokens carry
-                detail from the first step.
             rope_theta: base of the 2D RoPE frequencies.
             qk_norm: RMSNorm over head dims of queries/keys (off in the paper).
             norm_eps: RMSNorm epsilon; ``None`` = float32 machine epsilon (torch's default, the
@@ -148,7 +142,6 @@ class PerceiverCompressor(TokenCompressor):
         camera_patch_size: int = 16
         camera_kind: str = "ray"
         scene_token_init_std: float = 5.0
-        logvar_init: Optional[float] = None
         rope_theta: float = 10_000.0
         qk_norm: bool = False
         norm_eps: Optional[float] = None
@@ -161,8 +154,6 @@ class PerceiverCompressor(TokenCompressor):
                     raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
             if self.mlp_ratio <= 0:
                 raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
-            if self.logvar_init is not None and not -20.0 <= self.logvar_init <= 10.0:  # posterior clamp: [-30, 20]
-                raise ValueError(f"logvar_init must be in [-20, 10], got {self.logvar_init}")
             if self.width % self.heads or (self.width // self.heads) % 4:
                 raise ValueError(
                     f"width ({self.width}) / heads ({self.heads}) must be an integer head width "
@@ -222,10 +213,6 @@ class PerceiverCompressor(TokenCompressor):
         self.out_proj = nn.Linear(config.width, 2 * config.token_dim)
         # Everything else keeps PyTorch's default init, as in the paper.
         nn.init.normal_(self.scene_queries, std=config.scene_token_init_std)
-        if config.logvar_init is not None:
-            with torch.no_grad():
-                self.out_proj.weight[config.token_dim:].zero_()
-                self.out_proj.bias[config.token_dim:].fill_(config.logvar_init)
 
     @classmethod
     def token_shape(cls, config: Config) -> tuple[int, int]:
