@@ -94,6 +94,10 @@ class BenchSizes:
         sampling_scenes: held-out scenes scored per configuration.
         memory_resolutions: image sizes of the memory section.
         memory_tokens: scene-token counts of the memory section.
+        change_steps: interleaved before/after steps per side in the changes section (0 = as
+            ``train_steps``); the medians need more than a few, since one slow step (an allocator
+            or page-cache hiccup) must not decide a ratio.
+        compile_steps: interleaved eager/compiled steps of the ``torch.compile`` section (0 = skip).
     """
 
     base: str = "quickstart"
@@ -113,7 +117,8 @@ class BenchSizes:
     sampling_scenes: int = 16
     memory_resolutions: list[int] = field(default_factory=lambda: [32, 64, 128])
     memory_tokens: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
-    compile_steps: int = 0  # 0 = skip the torch.compile section (its first step alone takes ~1 min)
+    change_steps: int = 0
+    compile_steps: int = 0  # 0 = skip: the first compiled step alone takes about a minute
 
 
 def preset_overrides(preset: str, depth: int | None = None) -> list[str]:
@@ -136,7 +141,7 @@ def suite_sizes(suite: str, quick: bool) -> BenchSizes:
         # The quickstart model at its own batch size; S and B at batch 1 (a B step is ~50 GFLOP).
         return BenchSizes(models={"quickstart": [], "S": preset_overrides("S"), "B": preset_overrides("B")},
                           train_batch=1, train_steps=4, memory_resolutions=[32, 64, 128],
-                          memory_tokens=[32, 64, 128, 256], compile_steps=10)
+                          memory_tokens=[32, 64, 128, 256], change_steps=12, compile_steps=10)
     if suite == "cpu":
         return BenchSizes(
             base_overrides=list(QUICK_OVERRIDES), context_views=[2, 4], target_views=2, render_steps=1,
@@ -530,6 +535,7 @@ def bench_changes(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
     interleaved (before, after, before, after, ...) so load changes hit both sides alike."""
     name, overrides = next(iter(sizes.models.items()))
     extra = list(overrides) + ([] if name == "quickstart" else [f"train.batch_size={sizes.train_batch}"])
+    repeats = max(1, sizes.change_steps or sizes.train_steps)
     with tempfile.TemporaryDirectory(prefix="scenetok-bench-") as run_dir:
         trainers = {"forloop": make_trainer(_recipe(sizes, extra), Path(run_dir) / "a", optimizer="forloop"),
                     "auto": make_trainer(_recipe(sizes, extra), Path(run_dir) / "b", optimizer="auto")}
@@ -548,7 +554,7 @@ def bench_changes(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
             variants["one_thread"] = (("auto", lambda: _threads(os.cpu_count() or 1)), ("auto", lambda: _threads(1)))
         samples: dict[str, dict[str, list[dict[str, float]]]] = {c: {"before": [], "after": []} for c in variants}
         try:
-            for _ in range(max(1, sizes.train_steps)):
+            for _ in range(repeats):
                 for change, sides in variants.items():
                     for side, (key, context) in zip(("before", "after"), sides):
                         with context():
@@ -556,7 +562,7 @@ def bench_changes(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
         finally:
             for timer in timers.values():
                 timer.close()
-    out: dict[str, Any] = {"model": name, "repeats": max(1, sizes.train_steps), "changes": {}}
+    out: dict[str, Any] = {"model": name, "repeats": repeats, "changes": {}}
     for change, sides in samples.items():
         row: dict[str, Any] = {"description": CHANGES[change]}
         for side, parts in sides.items():
@@ -567,23 +573,41 @@ def bench_changes(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
     return out
 
 
+def _compile_steps(sizes: BenchSizes, device: torch.device, extra: list[str], run_dir: Path
+                   ) -> tuple[float, dict[str, list[float]]]:
+    """Seconds of the first compiled step (compilation included), and interleaved step times."""
+    eager = make_trainer(_recipe(sizes, extra), run_dir / "eager")
+    compiled = make_trainer(_recipe(sizes, [*extra, "train.compile=true"]), run_dir / "compiled")
+    batch = _training_batch(eager, sizes, 0)[0]
+    eager.train_step([batch])
+    first = timed(lambda: compiled.train_step([batch]), 1, device, warmup=0)
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for _ in range(sizes.compile_steps):
+        for key, trainer in (("eager", eager), ("compiled", compiled)):
+            times[key].append(timed(lambda t=trainer: t.train_step([batch]), 1, device, warmup=0))
+    return first, times
+
+
 def bench_compile(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
     """``train.compile``: the first model's step eager vs compiled (interleaved, same batch), the
-    compile time (first compiled step minus a compiled step) and the steps it takes to pay back."""
+    compile time (first compiled step minus a compiled step, from an empty inductor cache) and the
+    steps it takes to pay back."""
     if sizes.compile_steps < 1:
         return {"skipped": "compile_steps = 0 (the quick suite; the first compiled step alone takes about a minute)"}
     name, overrides = next(iter(sizes.models.items()))
     extra = list(overrides) + ([] if name == "quickstart" else [f"train.batch_size={sizes.train_batch}"])
+    previous_cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     with tempfile.TemporaryDirectory(prefix="scenetok-bench-") as run_dir:
-        eager = make_trainer(_recipe(sizes, extra), Path(run_dir) / "eager")
-        compiled = make_trainer(_recipe(sizes, [*extra, "train.compile=true"]), Path(run_dir) / "compiled")
-        batch = _training_batch(eager, sizes, 0)[0]
-        eager.train_step([batch])
-        first = timed(lambda: compiled.train_step([batch]), 1, device, warmup=0)
-        times: dict[str, list[float]] = {"eager": [], "compiled": []}
-        for _ in range(sizes.compile_steps):
-            for key, trainer in (("eager", eager), ("compiled", compiled)):
-                times[key].append(timed(lambda t=trainer: t.train_step([batch]), 1, device, warmup=0))
+        # An empty inductor cache: what the first `train.compile=true` run on a machine pays (a
+        # warm cache from an earlier run cuts the compile time about 3x).
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(run_dir) / "inductor-cache")
+        try:
+            first, times = _compile_steps(sizes, device, extra, Path(run_dir))
+        finally:
+            if previous_cache is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous_cache
     eager_s, compiled_s = statistics.median(times["eager"]), statistics.median(times["compiled"])
     compile_s = max(first - compiled_s, 0.0)
     saved = eager_s - compiled_s
@@ -591,7 +615,7 @@ def bench_compile(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
     break_even = compile_s / saved if saved > 0 else None
     return {"model": name, "repeats": sizes.compile_steps, "eager_ms": eager_s * 1e3, "compiled_ms": compiled_s * 1e3,
             "step_speedup": eager_s / compiled_s, "compile_s": compile_s, "break_even_steps": break_even,
-            "quickstart_steps": quickstart_steps,
+            "quickstart_steps": quickstart_steps, "inductor_cache": "empty (a fresh temporary directory)",
             "pays_back_in_quickstart": break_even is not None and break_even < quickstart_steps}
 
 
@@ -851,7 +875,7 @@ def format_markdown(report: dict[str, Any]) -> str:
         c = report["compile"]
         even = "never (no step saved)" if c["break_even_steps"] is None else f"{c['break_even_steps']:.0f} steps"
         lines += [f"Model {c['model']}, median of {c['repeats']} interleaved steps: eager {c['eager_ms']:.1f} ms, "
-                  f"compiled {c['compiled_ms']:.1f} ms ({c['step_speedup']:.2f}x); compiling took "
+                  f"compiled {c['compiled_ms']:.1f} ms ({c['step_speedup']:.2f}x); compiling (empty inductor cache) took "
                   f"{c['compile_s']:.0f} s, paid back after {even}, "
                   f"{'within' if c['pays_back_in_quickstart'] else 'not within'} the quickstart's "
                   f"{c['quickstart_steps']} steps.", ""]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,9 @@ def test_compile_section_times_eager_against_compiled_steps(tmp_path, monkeypatc
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
     sizes = bench.suite_sizes("cpu", quick=True)
     sizes.compile_steps = 2
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "user-cache"))
     report = bench.run_bench("cpu", out=tmp_path, quick=True, sections=["compile"], sizes=sizes)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "user-cache")  # restored
     row = report["compile"]
     assert compiled and row["repeats"] == 2 and row["model"] == "quickstart"
     assert row["step_speedup"] == pytest.approx(row["eager_ms"] / row["compiled_ms"])
