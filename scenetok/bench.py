@@ -141,7 +141,8 @@ def suite_sizes(suite: str, quick: bool) -> BenchSizes:
         # The quickstart model at its own batch size; S and B at batch 1 (a B step is ~50 GFLOP).
         return BenchSizes(models={"quickstart": [], "S": preset_overrides("S"), "B": preset_overrides("B")},
                           train_batch=1, train_steps=4, memory_resolutions=[32, 64, 128],
-                          memory_tokens=[32, 64, 128, 256], change_steps=12, compile_steps=10)
+                          memory_tokens=[32, 64, 128, 256], change_steps=12, compile_steps=10,
+                          repeats=15)  # a CPU render is ~30 ms: 5 repeats left +-10% noise in its ratios
     if suite == "cpu":
         return BenchSizes(
             base_overrides=list(QUICK_OVERRIDES), context_views=[2, 4], target_views=2, render_steps=1,
