@@ -47,8 +47,8 @@ def export_transforms(dataset: Any, out: str | os.PathLike[str], split: str, *, 
                       offset: Sequence[float] = (0.0, 0.0, 0.0), max_scenes: int | None = None,
                       progress: bool = True) -> list[Path]:
     """Export ``dataset``'s scenes (all frames) into ``out/split/<scene>/``; returns the
-    ``transforms.json`` paths written. Scenes that fail to load are skipped and reported (the
-    dataset's own skip log); an existing scene folder is refused rather than mixed with."""
+    ``transforms.json`` paths written. A scene that fails to load is skipped with a warning naming
+    it and the reason; an existing scene folder is refused rather than mixed with."""
     from tqdm.auto import tqdm  # lazy: only this command shows a bar
 
     moved_extrinsics(torch.eye(4), scale, offset)  # check the arguments before writing anything
