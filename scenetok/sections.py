@@ -49,16 +49,14 @@ class ModelConfig:
     scene_scale: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.scene_scale) and self.scene_scale >= 0):
-            raise ValueError(f"model.scene_scale must be a finite number >= 0 (0 = off), got {self.scene_scale}")
         if self.reference_view not in ("random", "first", "middle"):
             raise ValueError(f"model.reference_view must be random, first or middle, got {self.reference_view!r}")
         if self.context_latents not in ("sample", "mean"):
             raise ValueError(f"model.context_latents must be sample or mean, got {self.context_latents!r}")
-        for name in ("cfg_dropout", "token_mask_ratio"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"model.{name} must be in [0, 1], got {value}")
+        problems = _range_problems("model", self, {"cfg_dropout": (0, 1), "token_mask_ratio": (0, 1),
+                                                   "scene_scale": (0, None)})
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 #: Values of ``train.adamw_impl``.
@@ -253,22 +251,20 @@ class RenderConfig:
     fps: int = 8
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"render.steps must be >= 1, got {self.steps}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"render.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.window is not None and self.window < 1:
             raise ValueError(f"render.window must be >= 1 or null, got {self.window}")
         if self.context_frames is not None and self.context_frames < 0:
             raise ValueError(f"render.context_frames must be >= 0 or null, got {self.context_frames}")
-        if self.uncertainty < 0:
-            raise ValueError(f"render.uncertainty must be >= 0, got {self.uncertainty}")
         if self.trajectory not in TRAJECTORIES:
             raise ValueError(f"render.trajectory must be one of {', '.join(TRAJECTORIES)}, got {self.trajectory!r}")
+        problems = _range_problems("render", self, {"steps": (1, None), "uncertainty": (0, None),
+                                                    "frames": (1, None), "fps": (1, None)})
         if not (math.isfinite(self.guidance) and self.guidance >= 0):
-            raise ValueError(f"render.guidance must be finite and >= 0, got {self.guidance}")
-        if self.frames < 1 or self.fps < 1:
-            raise ValueError(f"render.frames and render.fps must be >= 1, got {self.frames}, {self.fps}")
+            problems.append(f"render.guidance must be finite and >= 0, got {self.guidance}")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 def _range_problems(section: str, config: Any, ranges: dict[str, tuple[Any, ...]]) -> list[str]:
@@ -324,17 +320,11 @@ class SceneGenConfig:
     steps: int = 150
 
     def __post_init__(self) -> None:
-        if self.token_scale <= 0:
-            raise ValueError(f"scenegen.token_scale must be > 0, got {self.token_scale}")
-        for name in ("view_keep_prob", "uncond_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"scenegen.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.max_condition_views < 1:
-            raise ValueError(f"scenegen.max_condition_views must be >= 1, got {self.max_condition_views}")
-        if self.guidance < 0:
-            raise ValueError(f"scenegen.guidance must be >= 0, got {self.guidance}")
-        if self.steps < 1:
-            raise ValueError(f"scenegen.steps must be >= 1, got {self.steps}")
+        problems = _range_problems("scenegen", self, {
+            "token_scale": (0, None, "open_low"), "view_keep_prob": (0, 1), "uncond_prob": (0, 1),
+            "max_condition_views": (1, None), "guidance": (0, None), "steps": (1, None)})
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def scale(self, tokens: Any) -> Any:
         """Compressor tokens -> the generator's space."""
