@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from scenetok.data.dataset import build_dataset
+from scenetok.data.export import moved_extrinsics
 from scenetok.model import SceneTok, summary
 from scenetok.recipe import load_recipe
 from scenetok.types import collate_scenes
@@ -119,8 +120,7 @@ def _world_moved(batch, scale, offset):
     """``batch`` seen in a world scaled by ``scale`` about the origin and shifted by ``offset``
     (what another SfM run of the same capture gives): images unchanged."""
     def move(views):
-        extrinsics = views.cameras.extrinsics.clone()
-        extrinsics[..., :3, 3] = extrinsics[..., :3, 3] * scale + torch.tensor(offset)
+        extrinsics = moved_extrinsics(views.cameras.extrinsics, scale, offset)
         return views.replace(cameras=type(views.cameras)(extrinsics, views.cameras.intrinsics))
     return type(batch)(move(batch.context), move(batch.target), batch.scenes)
 

@@ -31,13 +31,18 @@ from scenetok.render_io import write_frames
 log = logging.getLogger(__name__)
 
 
-def moved_extrinsics(extrinsics: torch.Tensor, scale: float, offset: Sequence[float]) -> torch.Tensor:
-    """Camera-to-world ``(..., 4, 4)`` in a world scaled by ``scale`` about the origin, then shifted
-    by ``offset`` ``(3,)``: centres become ``scale * c + offset``, rotations are kept."""
+def check_move(scale: float, offset: Sequence[float]) -> None:
+    """Refuse a world move that is not a finite positive ``scale`` and three finite ``offset`` values."""
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite number > 0, got {scale}")
     if len(offset) != 3 or not all(math.isfinite(v) for v in offset):
         raise ValueError(f"offset must be three finite numbers, got {list(offset)}")
+
+
+def moved_extrinsics(extrinsics: torch.Tensor, scale: float, offset: Sequence[float]) -> torch.Tensor:
+    """Camera-to-world ``(..., 4, 4)`` in a world scaled by ``scale`` about the origin, then shifted
+    by ``offset`` ``(3,)``: centres become ``scale * c + offset``, rotations are kept."""
+    check_move(scale, offset)
     moved = extrinsics.clone()
     moved[..., :3, 3] = extrinsics[..., :3, 3] * scale + torch.tensor(offset, dtype=extrinsics.dtype)
     return moved
@@ -51,7 +56,7 @@ def export_transforms(dataset: Any, out: str | os.PathLike[str], split: str, *, 
     it and the reason; an existing scene folder is refused rather than mixed with."""
     from tqdm.auto import tqdm  # lazy: only this command shows a bar
 
-    moved_extrinsics(torch.eye(4), scale, offset)  # check the arguments before writing anything
+    check_move(scale, offset)  # before anything is written
     scenes = dataset.scenes()[:max_scenes] if max_scenes is not None else dataset.scenes()
     root = Path(out) / split
     written = []
