@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -574,21 +575,6 @@ def bench_changes(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
     return out
 
 
-def _compile_steps(sizes: BenchSizes, device: torch.device, extra: list[str], run_dir: Path
-                   ) -> tuple[float, dict[str, list[float]]]:
-    """Seconds of the first compiled step (compilation included), and interleaved step times."""
-    eager = make_trainer(_recipe(sizes, extra), run_dir / "eager")
-    compiled = make_trainer(_recipe(sizes, [*extra, "train.compile=true"]), run_dir / "compiled")
-    batch = _training_batch(eager, sizes, 0)[0]
-    eager.train_step([batch])
-    first = timed(lambda: compiled.train_step([batch]), 1, device, warmup=0)
-    times: dict[str, list[float]] = {"eager": [], "compiled": []}
-    for _ in range(sizes.compile_steps):
-        for key, trainer in (("eager", eager), ("compiled", compiled)):
-            times[key].append(timed(lambda t=trainer: t.train_step([batch]), 1, device, warmup=0))
-    return first, times
-
-
 def bench_compile(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
     """``train.compile``: the first model's step eager vs compiled (interleaved, same batch), the
     compile time (first compiled step minus a compiled step, from an empty inductor cache) and the
@@ -597,18 +583,19 @@ def bench_compile(sizes: BenchSizes, device: torch.device) -> dict[str, Any]:
         return {"skipped": "compile_steps = 0 (the quick suite; the first compiled step alone takes about a minute)"}
     name, overrides = next(iter(sizes.models.items()))
     extra = list(overrides) + ([] if name == "quickstart" else [f"train.batch_size={sizes.train_batch}"])
-    previous_cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    with tempfile.TemporaryDirectory(prefix="scenetok-bench-") as run_dir:
+    with tempfile.TemporaryDirectory(prefix="scenetok-bench-") as run_dir, \
+            mock.patch.dict(os.environ, {"TORCHINDUCTOR_CACHE_DIR": str(Path(run_dir) / "inductor-cache")}):
         # An empty inductor cache: what the first `train.compile=true` run on a machine pays (a
         # warm cache from an earlier run cuts the compile time about 3x).
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(run_dir) / "inductor-cache")
-        try:
-            first, times = _compile_steps(sizes, device, extra, Path(run_dir))
-        finally:
-            if previous_cache is None:
-                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-            else:
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous_cache
+        eager = make_trainer(_recipe(sizes, extra), Path(run_dir) / "eager")
+        compiled = make_trainer(_recipe(sizes, [*extra, "train.compile=true"]), Path(run_dir) / "compiled")
+        batch = _training_batch(eager, sizes, 0)[0]
+        eager.train_step([batch])
+        first = timed(lambda: compiled.train_step([batch]), 1, device, warmup=0)  # compiles
+        times: dict[str, list[float]] = {"eager": [], "compiled": []}
+        for _ in range(sizes.compile_steps):
+            for key, trainer in (("eager", eager), ("compiled", compiled)):
+                times[key].append(timed(lambda t=trainer: t.train_step([batch]), 1, device, warmup=0))
     eager_s, compiled_s = statistics.median(times["eager"]), statistics.median(times["compiled"])
     compile_s = max(first - compiled_s, 0.0)
     saved = eager_s - compiled_s
