@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,19 @@ def test_nan_steps_are_skipped_and_abort_after_n(tmp_path, monkeypatch):
     with pytest.raises(TrainingAborted):
         trainer.consecutive_skips = 2
         trainer.train_step([next(iter(trainer._loader(None)))])
+
+
+def test_a_skipped_first_step_still_advances_the_schedule_without_a_warning(tmp_path):
+    recipe = load_recipe(TINY, ["train.skip_grad_norm=1e-12", "train.max_consecutive_skips=5",
+                                "train.warmup_steps=4"])
+    trainer = Trainer(recipe, tmp_path, progress=False)
+    batch = next(iter(trainer._loader(None)))
+    lr_before = trainer.optimizer.param_groups[0]["lr"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch's "scheduler before optimizer" warning would raise here
+        stats = trainer.train_step([batch])
+    assert stats["skipped"] == 1.0 and trainer.step == 1
+    assert trainer.optimizer.param_groups[0]["lr"] > lr_before  # the warm-up moved on
 
 
 def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path):

@@ -22,6 +22,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -409,7 +410,11 @@ class Trainer:
             self.consecutive_skips = 0
             if self.ema is not None:
                 self.ema.update(self.networks)
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # The schedule follows the step count, skipped steps included, so that a resumed run
+            # lands on the same LR. PyTorch warns when the very first step is a skipped one.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            self.scheduler.step()
         self.step += 1
         return {**totals, "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"],
                 "skipped": float(skipped), "kl_weight": kl_weight}
