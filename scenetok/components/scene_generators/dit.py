@@ -182,11 +182,6 @@ class DiTSceneGenerator(SceneGenerator):
         return official_key_map()
 
     @classmethod
-    def official_scenetok_only(cls) -> dict[str, str]:
-        """Parameters without an official counterpart (none: every parameter has one)."""
-        return {}
-
-    @classmethod
     def max_condition_views(cls, config: Config) -> int:
         return config.max_condition_views
 

@@ -224,11 +224,6 @@ class PerceiverCompressor(TokenCompressor):
         importer reaches it through the registry, by the ``compressor.`` prefix."""
         return official_key_map()
 
-    @classmethod
-    def official_scenetok_only(cls) -> dict[str, str]:
-        """Parameters without an official counterpart (none: the shapes are identical)."""
-        return {}
-
     def forward(self, latents: Tensor, cameras: Cameras) -> DiagonalGaussian:
         """``latents (B, V, C, h, w)``, cameras ``(B, V)`` -> Gaussian over ``(B, N, D)``."""
         if latents.ndim != 5:
